@@ -1,0 +1,7 @@
+"""``run``, ``status``, ``reload``, ``restart``, ``demo`` (CLI process)."""
+
+from __future__ import annotations
+
+import click
+
+COMMANDS: list[click.Command] = []

@@ -1,0 +1,93 @@
+"""Click options shared by the CLI commands (CLI process; no grpc, no pyroute2).
+
+Every option can also come from the environment as ``SRIOV_DP_<OPTION>`` (upper case, ``-`` to
+``_``), which is how the DaemonSet sets them. Tests compare deployments/ against these names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from sriovdp.shared import model
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def envvar(option: str) -> str:
+    """``--config-file`` -> ``SRIOV_DP_CONFIG_FILE``."""
+    return "SRIOV_DP_" + option.lstrip("-").upper().replace("-", "_")
+
+
+def _opt(name: str, **kwargs: Any) -> Callable[[F], F]:
+    kwargs.setdefault("show_default", True)
+    kwargs.setdefault("show_envvar", True)
+    return click.option(name, envvar=envvar(name), **kwargs)
+
+
+config_file = _opt(
+    "--config-file",
+    type=click.Path(dir_okay=False),
+    default=model.DEFAULT_CONFIG_FILE,
+    help="JSON resource pool config.",
+)
+resource_prefix = _opt(
+    "--resource-prefix",
+    default=model.DEFAULT_RESOURCE_PREFIX,
+    help="Resource name prefix for pools that set no resourcePrefix.",
+)
+sysfs_root = _opt(
+    "--sysfs-root",
+    type=click.Path(file_okay=False),
+    default=model.DEFAULT_SYSFS_ROOT,
+    help="Where sysfs is mounted (a fake tree in tests and the demo).",
+)
+plugin_dir = _opt(
+    "--plugin-dir",
+    type=click.Path(file_okay=False),
+    default=model.DEFAULT_PLUGIN_DIR,
+    help="Kubelet device-plugin directory (kubelet.sock and our sockets).",
+)
+run_dir = _opt(
+    "--run-dir",
+    type=click.Path(file_okay=False),
+    default=model.DEFAULT_RUN_DIR,
+    help="Private directory (0700) for the bus and control sockets and the lock.",
+)
+devinfo_dir = _opt(
+    "--devinfo-dir",
+    type=click.Path(file_okay=False),
+    default=model.DEFAULT_DEVINFO_DIR,
+    help="Where NPWG device-info files are written at Allocate.",
+)
+cdi_dir = _opt(
+    "--cdi-dir",
+    type=click.Path(file_okay=False),
+    default=model.DEFAULT_CDI_DIR,
+    help="Where CDI spec files are written when --use-cdi is on.",
+)
+use_cdi = _opt(
+    "--use-cdi/--no-use-cdi",
+    default=False,
+    help="Answer Allocate with CDI device names instead of device specs.",
+)
+log_level = _opt(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="info",
+    help="Log level of every process.",
+)
+log_format = _opt(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    help="Log line format of every process.",
+)
+proc_root = _opt(
+    "--proc-root",
+    type=click.Path(file_okay=False),
+    default="/proc",
+    help="Where procfs is mounted (the default route is read from <proc-root>/net/route).",
+)

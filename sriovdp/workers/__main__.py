@@ -1,0 +1,31 @@
+"""``python -m sriovdp.workers <role> [options]``: entry point of every child process.
+
+Roles map to modules with a ``main(argv) -> int``; the module is imported only for its role, so a
+kubelet watcher never loads grpc and a plugin worker never loads pyroute2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+ROLES = {
+    "plugin": "sriovdp.workers.plugin.main",
+    "health-monitor": "sriovdp.workers.health_monitor",
+    "kubelet-watcher": "sriovdp.workers.kubelet_watcher",
+    "zygote": "sriovdp.workers.zygote",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] not in ROLES:
+        print(f"usage: python -m sriovdp.workers {{{'|'.join(ROLES)}}} [options]", file=sys.stderr)
+        return 2
+    module = importlib.import_module(ROLES[args[0]])
+    code: int = module.main(args[1:])
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
