@@ -1,0 +1,136 @@
+"""Broker and bus client over real ipc:// sockets: forwarding, last-value cache, garbage."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgpack
+import pytest
+import zmq
+
+from sriovdp.shared.bus import BusClient, RunDir
+from sriovdp.shared.messages import Envelope, LinkState, WorkerHeartbeat
+from sriovdp.supervisor.broker import Broker
+
+
+class BrokerThread:
+    """Runs a broker in a thread of the test process (the supervisor runs it in its loop)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.seen: list[Envelope] = []
+        self.broker = Broker(self.ctx, run_dir, on_message=self.seen.append)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.broker.pull, zmq.POLLIN)
+        poller.register(self.broker.xpub, zmq.POLLIN)
+        while not self._stop.is_set():
+            for sock, _ in poller.poll(20):
+                if sock is self.broker.pull:
+                    self.broker.handle_pull()
+                else:
+                    self.broker.handle_xpub()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.broker.close()
+        self.ctx.term()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[BrokerThread]:
+    b = BrokerThread(tmp_path)
+    yield b
+    b.stop()
+
+
+def _wait_for(client: BusClient, topic: str, tries: int = 100) -> Envelope:
+    for _ in range(tries):
+        env = client.receive(50)
+        if env is not None and env.topic == topic:
+            return env
+    raise AssertionError(f"no message on {topic}")
+
+
+def _link(name: str, up: bool) -> LinkState:
+    return LinkState(name, 7, "UP" if up else "DOWN", up, True)
+
+
+def test_forwards_and_late_subscriber_gets_retained_state(
+    broker: BrokerThread, tmp_path: Path
+) -> None:
+    producer = BusClient(tmp_path, "health-monitor")
+    early = BusClient(tmp_path, "early", subscribe=["link.pf0."])
+    try:
+        # wait until the early subscription has reached the broker, then publish
+        for _ in range(50):
+            producer.publish(_link("pf0", False))
+            if early.receive(40) is not None:
+                break
+        producer.publish(_link("pf0", True))
+        assert isinstance(_wait_for(early, "link.pf0.state").message, LinkState)
+        late = BusClient(tmp_path, "late", subscribe=["link."])
+        try:
+            env = _wait_for(late, "link.pf0.state")
+            assert env.message == _link("pf0", True)
+        finally:
+            late.close()
+    finally:
+        producer.close()
+        early.close()
+
+
+def test_non_retained_messages_are_not_replayed(broker: BrokerThread, tmp_path: Path) -> None:
+    producer = BusClient(tmp_path, "w")
+    producer.publish(WorkerHeartbeat("w", 1))
+    producer.publish(_link("pf1", True))
+    late = BusClient(tmp_path, "late", subscribe=["worker.", "link.pf1."])
+    try:
+        assert _wait_for(late, "link.pf1.state").message == _link("pf1", True)
+        assert late.receive(100) is None
+    finally:
+        producer.close()
+        late.close()
+
+
+def test_garbage_on_every_socket_is_dropped_and_counted(
+    broker: BrokerThread, tmp_path: Path
+) -> None:
+    rd = RunDir(tmp_path)
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.connect(RunDir.endpoint(rd.bus_in))
+    xsub = ctx.socket(zmq.XSUB)
+    xsub.connect(RunDir.endpoint(rd.bus_out))
+    garbage: list[list[bytes]] = [
+        [b"\xff\x00garbage"],
+        [b"link.x.state", b"\xc1"],
+        [b"link.x.state", msgpack.packb({"v": 1})],
+        [b"link.x.state", msgpack.packb({"v": 99, "kind": "link.state"})],
+        [b"link.x.state", msgpack.packb([1, 2, 3])],
+        [b"a", b"b", b"c"],
+        [b"link.x.state", b"\x00" * 200_000],
+    ]
+    for frames in garbage:
+        push.send_multipart(frames)
+    xsub.send(b"\x07not-a-subscription")
+    probe = BusClient(tmp_path, "probe", subscribe=["link."])
+    try:
+        producer = BusClient(tmp_path, "hm")
+        producer.publish(_link("ok0", True))
+        assert _wait_for(probe, "link.ok0.state").message == _link("ok0", True)
+        producer.close()
+    finally:
+        probe.close()
+        push.close(0)
+        xsub.close(0)
+        ctx.term()
+    assert broker.broker.stats.dropped >= 6
+    assert [e.topic for e in broker.seen] == ["link.ok0.state"]
