@@ -1,0 +1,181 @@
+"""Matches PCI functions to resource pools (CLI ``discover``, plugin workers, supervisor).
+
+Owns the pool-membership rules (REFERENCE.md):
+
+- within a selector the fields AND, values within a field OR, empty fields are not applied; a pool
+  matches a function when any of its selectors does and the pool's ``deviceType`` class (0x02
+  network, 0x12 accelerator) fits;
+- a function belongs to the first pool in file order that offers it; later pools that also match
+  list it as "claimed by earlier pool ...";
+- a matched function is not offered (and listed as excluded, with the reason) when it has no
+  driver, is an SR-IOV PF with VFs, or carries the node's IPv4 default route: these hold for every
+  pool, so nobody claims it;
+- a legacy pool leaves out a function whose bound driver contradicts its declared ``deviceType``;
+  that function stays free for a later pool (e.g. a ``vfio`` pool on the same root devices).
+
+:func:`match` is pure; :func:`discover` and :func:`discover_pool` read sysfs and procfs first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from sriovdp.shared import routes, sysfs
+from sriovdp.shared.model import (
+    DeviceType,
+    Exclusion,
+    LegacyDriverKind,
+    NodeConfig,
+    PciFunction,
+    PoolConfig,
+    PoolDevice,
+    PoolDiscovery,
+    Selector,
+    VfFilter,
+)
+
+__all__ = ["discover", "discover_pool", "legacy_driver_problem", "match", "selector_matches"]
+
+_CLASS_OF = {DeviceType.NET_DEVICE: 0x02, DeviceType.ACCELERATOR: 0x12}
+_VFIO_DRIVERS = frozenset({"vfio-pci"})
+_UIO_DRIVERS = frozenset({"igb_uio", "uio_pci_generic"})
+
+
+def _vf_filter_matches(filters: Iterable[VfFilter], fn: PciFunction, by_name: bool) -> bool:
+    if fn.pf_address is None:
+        return False
+    for flt in filters:
+        if flt.indexes is not None and fn.vf_index not in flt.indexes:
+            continue
+        if flt.pf == fn.pf_address:
+            return True
+        if by_name and fn.pf_name is not None and flt.pf.casefold() == fn.pf_name.casefold():
+            return True
+    return False
+
+
+def selector_matches(sel: Selector, fn: PciFunction) -> bool:
+    """Every non-empty field of ``sel`` holds for ``fn``."""
+    return not (
+        (sel.vendors and fn.vendor not in sel.vendors)
+        or (sel.devices and fn.device not in sel.devices)
+        or (sel.drivers and fn.driver not in sel.drivers)
+        or (sel.pci_addresses and fn.address not in sel.pci_addresses)
+        or (sel.pf_names and not _vf_filter_matches(sel.pf_names, fn, by_name=True))
+        or (sel.root_devices and not _vf_filter_matches(sel.root_devices, fn, by_name=False))
+        or (sel.link_types and fn.link_type not in sel.link_types)
+        or (sel.acpi_indexes and fn.acpi_index not in sel.acpi_indexes)
+        or (sel.is_rdma is not None and bool(fn.rdma_devices) != sel.is_rdma)
+    )
+
+
+def _matching_selector(pool: PoolConfig, fn: PciFunction) -> Selector | None:
+    if pool.device_type is not None and (fn.pci_class >> 16) != _CLASS_OF[pool.device_type]:
+        return None
+    return next((s for s in pool.selectors if selector_matches(s, fn)), None)
+
+
+def legacy_driver_problem(kind: LegacyDriverKind, fn: PciFunction) -> str | None:
+    """Why ``fn``'s bound driver contradicts a legacy ``deviceType``; None when it fits."""
+    driver = fn.driver
+    if kind is LegacyDriverKind.VFIO:
+        ok = driver in _VFIO_DRIVERS
+    elif kind is LegacyDriverKind.UIO:
+        ok = driver in _UIO_DRIVERS or bool(fn.uio_devices)
+    else:
+        ok = bool(fn.netdevs) and driver not in _VFIO_DRIVERS | _UIO_DRIVERS
+    if ok:
+        return None
+    if kind is LegacyDriverKind.NETDEVICE and driver not in _VFIO_DRIVERS | _UIO_DRIVERS:
+        return f"driver {driver} contradicts deviceType netdevice (no network interface)"
+    return f"driver {driver} contradicts deviceType {kind.value}"
+
+
+def _global_problem(fn: PciFunction, default_ifaces: frozenset[str]) -> str | None:
+    """Reasons no pool may offer ``fn``."""
+    if fn.driver is None:
+        return "no driver bound"
+    if fn.sriov_totalvfs is not None and fn.sriov_numvfs:
+        return f"PF with {fn.sriov_numvfs} VFs is not offered itself"
+    carrying = sorted(set(fn.netdevs) & default_ifaces)
+    if carrying:
+        return f"carries the node's IPv4 default route ({', '.join(carrying)})"
+    return None
+
+
+def _device(pool: PoolConfig, sel: Selector, fn: PciFunction) -> PoolDevice:
+    health = fn.pf_name if fn.is_vf else fn.netdev
+    return PoolDevice(
+        function=fn,
+        is_rdma=sel.is_rdma is True,
+        need_vhost_net=sel.need_vhost_net,
+        extra=tuple(sorted(pool.extra_info(fn.address).items())),
+        health_link=health,
+    )
+
+
+def _match_pools(
+    pools: Sequence[PoolConfig],
+    functions: Iterable[PciFunction],
+    default_ifaces: frozenset[str],
+) -> list[PoolDiscovery]:
+    devices: dict[int, list[PoolDevice]] = {i: [] for i in range(len(pools))}
+    excluded: dict[int, list[Exclusion]] = {i: [] for i in range(len(pools))}
+    for fn in sorted(functions, key=lambda f: f.address):
+        owner: PoolConfig | None = None
+        problem = _global_problem(fn, default_ifaces)
+        for i, pool in enumerate(pools):
+            sel = _matching_selector(pool, fn)
+            if sel is None:
+                continue
+            reason = problem
+            if reason is None and owner is not None:
+                reason = f"claimed by earlier pool {owner.resource}"
+            if reason is None and pool.legacy_driver is not None:
+                reason = legacy_driver_problem(pool.legacy_driver, fn)
+            if reason is not None:
+                excluded[i].append(Exclusion(fn.address, reason))
+                continue
+            owner = pool
+            devices[i].append(_device(pool, sel, fn))
+    return [
+        PoolDiscovery(pool=p, devices=tuple(devices[i]), excluded=tuple(excluded[i]))
+        for i, p in enumerate(pools)
+    ]
+
+
+def match(
+    config: NodeConfig,
+    functions: Iterable[PciFunction],
+    default_route_ifaces: Iterable[str] = (),
+) -> list[PoolDiscovery]:
+    """One :class:`PoolDiscovery` per pool, in file order. Pure."""
+    return _match_pools(config.pools, functions, frozenset(default_route_ifaces))
+
+
+def discover(
+    config: NodeConfig, sysfs_root: Path, proc_root: Path = Path("/proc")
+) -> list[PoolDiscovery]:
+    """Reads the node and matches every pool."""
+    functions = sysfs.read_functions(sysfs_root)
+    return match(config, functions, routes.default_route_ifaces(proc_root))
+
+
+def discover_pool(
+    config: NodeConfig, child: str, sysfs_root: Path, proc_root: Path = Path("/proc")
+) -> PoolDiscovery:
+    """The discovery of one pool (by worker name), for that pool's plugin worker.
+
+    Only the target pool and the pools before it are matched (first match wins needs the earlier
+    ones; the later ones cannot change the answer), and the earlier pools are only tried on the
+    functions the target pool matches. Raises KeyError for an unknown ``child``.
+    """
+    target = config.pool(child)
+    if target is None:
+        raise KeyError(f"no pool named {child!r} in {config.path}")
+    functions = sysfs.read_functions(sysfs_root)
+    candidates = [fn for fn in functions if _matching_selector(target, fn) is not None]
+    earlier = [p for p in config.pools if p.index < target.index]
+    ifaces = routes.default_route_ifaces(proc_root)
+    return _match_pools([*earlier, target], candidates, ifaces)[-1]
