@@ -1,0 +1,401 @@
+"""deployments/: every manifest validates offline against a current Kubernetes release's strict
+schemas, and the DaemonSet agrees with the CLI's real options, the model's default paths and the
+example config."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shlex
+import stat
+import subprocess
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+
+from sriovdp.shared import exitcodes, model
+from sriovdp.shared.config import parse_config
+from sriovdp.shared.model import DeviceType, LegacyDriverKind, NodeConfig
+from tests.deployments.conftest import (
+    CONFIGMAP_FILE,
+    DAEMONSET_FILE,
+    DEPLOYMENTS,
+    NAD_FILE,
+    cli_command,
+    daemonset,
+    envvars,
+    find,
+    load_all,
+    plugin_container,
+    run_command,
+)
+
+#: a current release; kubernetes-validate ships its strict schemas offline
+K8S_VERSION = "1.33"
+LATEST = kubernetes_validate.latest_version()
+
+MANIFESTS = sorted(DEPLOYMENTS.glob("*.yaml"))
+
+#: NetworkAttachmentDefinition is a CRD (Multus): no upstream schema, so our own, strict on the
+#: parts the device plugin and the CNI rely on
+NAD_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "k8s.cni.cncf.io/v1"},
+        "kind": {"const": "NetworkAttachmentDefinition"},
+        "metadata": {
+            "type": "object",
+            "required": ["name", "annotations"],
+            "properties": {
+                "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+                "namespace": {"type": "string"},
+                "annotations": {
+                    "type": "object",
+                    "required": ["k8s.v1.cni.cncf.io/resourceName"],
+                    "properties": {
+                        "k8s.v1.cni.cncf.io/resourceName": {
+                            "type": "string",
+                            "pattern": "^[a-z0-9.-]+/[A-Za-z0-9_-]+$",
+                        }
+                    },
+                },
+            },
+        },
+        "spec": {
+            "type": "object",
+            "required": ["config"],
+            "additionalProperties": False,
+            "properties": {"config": {"type": "string"}},
+        },
+    },
+}
+CNI_CONFIG_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["cniVersion", "type", "name"],
+    "properties": {
+        "cniVersion": {"enum": ["0.3.1", "0.4.0", "1.0.0", "1.1.0"]},
+        "type": {"type": "string", "minLength": 1},
+        "name": {"type": "string", "minLength": 1},
+    },
+}
+
+#: run options whose value is a host path the DaemonSet must mount at the model's default
+PATH_DEFAULTS = {
+    "SRIOV_DP_CONFIG_FILE": model.DEFAULT_CONFIG_FILE,
+    "SRIOV_DP_PLUGIN_DIR": model.DEFAULT_PLUGIN_DIR,
+    "SRIOV_DP_SYSFS_ROOT": model.DEFAULT_SYSFS_ROOT,
+    "SRIOV_DP_RUN_DIR": model.DEFAULT_RUN_DIR,
+    "SRIOV_DP_DEVINFO_DIR": model.DEFAULT_DEVINFO_DIR,
+    "SRIOV_DP_CDI_DIR": model.DEFAULT_CDI_DIR,
+}
+
+
+def validate_k8s(doc: dict[str, Any]) -> None:
+    if doc["kind"] == "NetworkAttachmentDefinition":
+        jsonschema.validate(doc, NAD_SCHEMA)
+        jsonschema.validate(json.loads(doc["spec"]["config"]), CNI_CONFIG_SCHEMA)
+    else:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def example_config() -> NodeConfig:
+    (configmap,) = find(CONFIGMAP_FILE, "ConfigMap")
+    return parse_config(configmap["data"]["config.json"], str(CONFIGMAP_FILE), "intel.com")
+
+
+def container_env() -> dict[str, str]:
+    return {item["name"]: item["value"] for item in plugin_container()["env"]}
+
+
+def pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = doc["spec"]
+    return spec["template"]["spec"] if "template" in spec else spec
+
+
+# --- schemas ---------------------------------------------------------------------------------
+
+
+def test_schemas_of_a_current_release_are_available_offline() -> None:
+    major, minor = (int(part) for part in K8S_VERSION.split("."))
+    assert (major, minor) >= (1, 33)
+    assert [int(p) for p in LATEST.split(".")[:2]] >= [major, minor]
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_manifest_validates_strictly(path: Path) -> None:
+    docs = load_all(path)
+    assert docs, f"{path.name} holds no documents"
+    for doc in docs:
+        validate_k8s(doc)
+
+
+@pytest.mark.parametrize("version", [K8S_VERSION, LATEST])
+def test_daemonset_validates_against_current_releases(version: str) -> None:
+    for doc in load_all(DAEMONSET_FILE):
+        kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_strict_validation_rejects_a_misspelt_field() -> None:
+    ds = copy.deepcopy(daemonset())
+    ds["spec"]["template"]["spec"]["hostNetwrok"] = True
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(ds, K8S_VERSION, strict=True)
+
+
+def test_nad_schema_rejects_config_that_is_not_cni_json() -> None:
+    (nad, *_) = find(NAD_FILE, "NetworkAttachmentDefinition")
+    broken = copy.deepcopy(nad)
+    broken["spec"]["config"] = json.dumps({"type": "sriov", "name": "x"})  # no cniVersion
+    with pytest.raises(jsonschema.ValidationError):
+        validate_k8s(broken)
+    unannotated = copy.deepcopy(nad)
+    del unannotated["metadata"]["annotations"]["k8s.v1.cni.cncf.io/resourceName"]
+    with pytest.raises(jsonschema.ValidationError):
+        validate_k8s(unannotated)
+
+
+def test_every_manifest_is_covered() -> None:
+    names = {p.name for p in MANIFESTS}
+    assert {"sriovdp-daemonset.yaml", "configMap.yaml", "sriov-crd.yaml", "pod-tc1.yaml"} <= names
+    assert any(p.name.startswith("pod-") and "dpdk" in p.name for p in MANIFESTS)
+
+
+# --- DaemonSet against the CLI ------------------------------------------------------------------
+
+
+def test_env_names_are_real_run_options() -> None:
+    known = envvars(run_command())
+    env = container_env()
+    unknown = sorted(set(env) - set(known))
+    assert not unknown, f"DaemonSet sets variables `run` does not read: {unknown}"
+    missing = sorted(set(known) - set(env))
+    assert not missing, f"DaemonSet leaves `run` options to defaults implicitly: {missing}"
+
+
+def test_env_values_parse_with_the_real_run_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("SRIOV_DP_"):
+            monkeypatch.delenv(name)
+    env = container_env()
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    ctx = run_command().make_context("run", [], resilient_parsing=False)
+    by_env = {name: param.name for name, param in envvars(run_command()).items()}
+    for name, value in env.items():
+        parsed = ctx.params[str(by_env[name])]
+        if isinstance(parsed, bool):
+            assert parsed is (value.lower() in ("1", "true", "yes", "on")), name
+        else:
+            assert str(parsed) == value, name
+
+
+def test_path_options_are_the_model_defaults_and_mounted() -> None:
+    env = container_env()
+    mounts = {m["mountPath"]: m for m in plugin_container()["volumeMounts"]}
+    for name, default in PATH_DEFAULTS.items():
+        assert env[name] == default, name
+        path = PurePosixPath(default)
+        mount_path = str(path.parent) if name == "SRIOV_DP_CONFIG_FILE" else str(path)
+        assert mount_path in mounts, f"{name}={default} is not mounted"
+        assert "subPath" not in mounts[mount_path], f"{mount_path}: subPath mounts never update"
+    assert mounts[model.DEFAULT_SYSFS_ROOT].get("readOnly") is True
+    assert mounts[str(PurePosixPath(model.DEFAULT_CONFIG_FILE).parent)].get("readOnly") is True
+    for writable in (model.DEFAULT_PLUGIN_DIR, model.DEFAULT_DEVINFO_DIR, model.DEFAULT_RUN_DIR):
+        assert not mounts[writable].get("readOnly"), writable
+
+
+def test_host_mounts_are_the_same_paths_on_the_host() -> None:
+    spec = daemonset()["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    for mount in plugin_container()["volumeMounts"]:
+        volume = volumes[mount["name"]]
+        if "hostPath" in volume:
+            # the kubelet, Multus and the CNI look at the host paths: they must be the same
+            assert volume["hostPath"]["path"] == mount["mountPath"], mount["name"]
+    config = volumes[
+        next(
+            m["name"] for m in plugin_container()["volumeMounts"] if m["mountPath"] == "/etc/pcidp"
+        )
+    ]
+    (configmap,) = find(CONFIGMAP_FILE, "ConfigMap")
+    assert config["configMap"]["name"] == configmap["metadata"]["name"]
+    keys = {item["key"]: item["path"] for item in config["configMap"].get("items", [])}
+    assert keys.get("config.json", "config.json") == PurePosixPath(model.DEFAULT_CONFIG_FILE).name
+    assert "config.json" in configmap["data"]
+
+
+def test_host_network_and_least_privilege() -> None:
+    spec = daemonset()["spec"]["template"]["spec"]
+    assert spec["hostNetwork"] is True
+    assert spec.get("hostPID", False) is False
+    assert spec.get("hostIPC", False) is False
+    security = plugin_container()["securityContext"]
+    assert security.get("privileged", False) is False
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert not security["capabilities"].get("add")
+    assert security["readOnlyRootFilesystem"] is True
+    # root uid, not root privileges: the kubelet dir is root-owned
+    assert security["runAsUser"] == 0
+
+
+def test_scheduled_on_sriov_nodes_only() -> None:
+    spec = daemonset()["spec"]["template"]["spec"]
+    assert spec["nodeSelector"]["feature.node.kubernetes.io/network-sriov.capable"] == "true"
+    assert spec["tolerations"]
+
+
+def test_resources_requests_and_limits_are_set() -> None:
+    resources = plugin_container()["resources"]
+    for key in ("cpu", "memory"):
+        assert key in resources["requests"] and key in resources["limits"], key
+
+
+# --- probes ----------------------------------------------------------------------------------
+
+
+def probe_command(name: str) -> list[str]:
+    command: list[str] = plugin_container()[name]["exec"]["command"]
+    return command
+
+
+def status_invocation(command: list[str]) -> list[str]:
+    """The ``sriov-supervisor status ...`` words of a probe command (direct or inside ``sh -c``)."""
+    if command[:2] == ["sh", "-c"]:
+        words = shlex.split(command[2].split(";")[0])
+        words = [w for w in words if not w.startswith((">", "2>"))]
+    else:
+        words = list(command)
+    assert words[:2] == ["sriov-supervisor", "status"], command
+    return words[2:]
+
+
+@pytest.mark.parametrize("probe", ["startupProbe", "readinessProbe", "livenessProbe"])
+def test_probe_runs_a_real_status_command(probe: str) -> None:
+    args = status_invocation(probe_command(probe))
+    status = cli_command("status")
+    status.make_context("status", list(args))  # raises on an unknown option
+    # the probe runs in the container's environment: status must find the control socket there
+    assert "SRIOV_DP_RUN_DIR" in envvars(status)
+
+
+def fake_status(tmp_path: Path, code: int) -> dict[str, str]:
+    """PATH with a ``sriov-supervisor`` that exits ``code`` (and prints a table like status)."""
+    bindir = tmp_path / f"bin{code}"
+    bindir.mkdir()
+    script = bindir / "sriov-supervisor"
+    script.write_text(f'#!/bin/sh\necho "pool RUNNING"\nexit {code}\n')
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return {"PATH": f"{bindir}:/usr/bin:/bin"}
+
+
+@pytest.mark.parametrize(
+    ("probe", "passes_on"),
+    [
+        ("readinessProbe", {exitcodes.OK}),
+        ("livenessProbe", {exitcodes.OK, exitcodes.NOT_RUNNING}),
+        ("startupProbe", {exitcodes.OK, exitcodes.NOT_RUNNING}),
+    ],
+)
+def test_probe_verdict_per_status_exit_code(
+    tmp_path: Path, probe: str, passes_on: set[int]
+) -> None:
+    command = probe_command(probe)
+    for code in (exitcodes.OK, exitcodes.NOT_RUNNING, exitcodes.UNREACHABLE):
+        result = subprocess.run(
+            command, env=fake_status(tmp_path, code), capture_output=True, timeout=10, check=False
+        )
+        assert (result.returncode == 0) == (code in passes_on), (probe, code, result)
+
+
+def test_probe_timeouts_leave_room_for_status() -> None:
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert plugin_container()[probe]["timeoutSeconds"] >= 3, probe
+
+
+# --- the example config, networks and pods -------------------------------------------------------
+
+
+def test_example_config_is_valid_and_uses_both_formats() -> None:
+    config = example_config()
+    legacy = [p for p in config.pools if p.legacy_driver is not None]
+    selector = [p for p in config.pools if p.legacy_driver is None]
+    assert {p.resource for p in legacy} >= {"intel.com/sriov_net_A", "intel.com/sriov_net_B"}
+    assert selector
+
+
+def network_pools(config: NodeConfig) -> set[str]:
+    return {p.resource for p in config.pools if p.device_type is not DeviceType.ACCELERATOR}
+
+
+def test_one_network_per_network_pool() -> None:
+    nads = find(NAD_FILE, "NetworkAttachmentDefinition")
+    annotated = [n["metadata"]["annotations"]["k8s.v1.cni.cncf.io/resourceName"] for n in nads]
+    assert len(annotated) == len(set(annotated)), "two networks name the same pool"
+    assert set(annotated) == network_pools(example_config())
+    for nad in nads:
+        cni = json.loads(nad["spec"]["config"])
+        assert cni["type"] == "sriov"
+        assert cni["name"] == nad["metadata"]["name"]
+
+
+def pods() -> list[dict[str, Any]]:
+    return [doc for path in MANIFESTS for doc in load_all(path) if doc["kind"] == "Pod"]
+
+
+def extended(resources: dict[str, Any]) -> dict[str, str]:
+    return {k: str(v) for k, v in resources.items() if "/" in k}
+
+
+def test_pods_request_pools_of_the_example_config_and_name_their_networks() -> None:
+    resources = {p.resource for p in example_config().pools}
+    nads = {
+        n["metadata"]["name"]: n["metadata"]["annotations"]["k8s.v1.cni.cncf.io/resourceName"]
+        for n in find(NAD_FILE, "NetworkAttachmentDefinition")
+    }
+    assert pods()
+    for pod in pods():
+        networks = pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"].split(",")
+        requested: dict[str, str] = {}
+        for container in pod_spec(pod)["containers"]:
+            requests = extended(container["resources"]["requests"])
+            # extended resources cannot be overcommitted: requests must equal limits
+            assert requests == extended(container["resources"]["limits"])
+            requested.update(requests)
+        assert set(requested) <= resources, pod["metadata"]["name"]
+        for network in networks:
+            assert network.strip() in nads, network
+            assert nads[network.strip()] in requested, f"{network}: its pool is not requested"
+
+
+def test_pod_tc1_requests_sriov_net_a() -> None:
+    (pod,) = find(DEPLOYMENTS / "pod-tc1.yaml", "Pod")
+    (container,) = pod["spec"]["containers"]
+    assert extended(container["resources"]["limits"]) == {"intel.com/sriov_net_A": "1"}
+
+
+def test_dpdk_pod_requests_a_vfio_pool_with_hugepages_and_ipc_lock() -> None:
+    (pod,) = [p for p in pods() if "dpdk" in p["metadata"]["name"]]
+    config = example_config()
+    vfio = {
+        p.resource
+        for p in config.pools
+        if p.legacy_driver is LegacyDriverKind.VFIO
+        or any(s.drivers == ("vfio-pci",) for s in p.selectors)
+    }
+    (container,) = pod["spec"]["containers"]
+    requests, limits = container["resources"]["requests"], container["resources"]["limits"]
+    assert set(extended(requests)) & vfio
+    hugepages = {k: v for k, v in requests.items() if k.startswith("hugepages-")}
+    assert hugepages and all(limits[k] == v for k, v in hugepages.items())
+    assert "IPC_LOCK" in container["securityContext"]["capabilities"]["add"]
+    assert not container["securityContext"].get("privileged", False)
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    mounted = [volumes[m["name"]] for m in container["volumeMounts"]]
+    assert any(v.get("emptyDir", {}).get("medium") == "HugePages" for v in mounted)
