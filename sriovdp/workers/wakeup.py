@@ -1,0 +1,35 @@
+"""Health monitor and kubelet watcher processes: a signal wake-up pipe for their poll loops.
+
+Python retries ``poll()`` after a signal handler ran (PEP 475), so a SIGTERM would only be noticed
+at the next timeout. :class:`WakeupPipe` registers a pipe with ``signal.set_wakeup_fd``: the pipe
+becomes readable when any signal arrives, and a loop that polls it together with its sockets
+notices the stop flag at once. Create it from the main thread, after installing the handlers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+
+class WakeupPipe:
+    """A non-blocking pipe the interpreter writes a byte into whenever a signal arrives."""
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._previous = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+
+    def fileno(self) -> int:
+        return self._read
+
+    def drain(self) -> None:
+        try:
+            while os.read(self._read, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(self._previous)
+        os.close(self._read)
+        os.close(self._write)
