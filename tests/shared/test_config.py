@@ -191,9 +191,7 @@ def test_demo_config_is_valid() -> None:
 def test_empty_resource_list_is_valid_with_a_warning() -> None:
     config = parse({"resourceList": []})
     assert config.pools == ()
-    assert config_warnings(config) == [
-        "c.json: resourceList is empty: no pools will be advertised"
-    ]
+    assert config_warnings(config) == ["c.json: resourceList is empty: no pools will be advertised"]
     assert config_warnings(parse(simnode.demo_config())) == []
 
 
@@ -272,16 +270,18 @@ def test_config_error_is_a_value_error_listing_all() -> None:
     assert str(exc) == "a\nb"
 
 
-# -- fuzzing: parse_config returns a NodeConfig or raises ConfigError, nothing else -------------------
+# -- fuzzing: parse_config returns a NodeConfig or raises ConfigError, nothing else ----------
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=12),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(
-        st.sampled_from(["resourceList", "resourceName", "selectors", "pfNames", "x"])
-        | st.text(max_size=8),
-        children,
-        max_size=4,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["resourceList", "resourceName", "selectors", "pfNames", "x"])
+            | st.text(max_size=8),
+            children,
+            max_size=4,
+        )
     ),
     max_leaves=20,
 )
