@@ -1,0 +1,384 @@
+"""Entry point and main loop of a plugin worker (plugin worker process, one per resource pool).
+
+``python -m sriovdp.workers plugin --name <child> ...`` (or ``main(argv)`` in a process forked
+from the zygote: nothing here creates gRPC or ZeroMQ objects before ``main`` runs).
+
+The main thread owns the lifecycle: it discovers the pool, starts serving, starts the registrar,
+then loops on an action queue fed by signal handlers, the bus thread and its own timers (heartbeat,
+rescan, socket check). Nothing in the loop polls faster than a few seconds when idle.
+
+Readiness (``WorkerReady``) is published once the server is serving and the first registration
+attempt has completed, successful or not: a node whose kubelet is not up yet must not look like a
+worker that cannot start (the supervisor would restart it in a loop); ``PoolSummary.registered``
+tells whether the kubelet has us, and the registrar keeps retrying in the background.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from sriovdp.shared import exitcodes, logs, model
+from sriovdp.shared.messages import (
+    KubeletSocketState,
+    Message,
+    PluginSocketDeleted,
+    PoolSummary,
+    WorkerHeartbeat,
+    WorkerReady,
+)
+from sriovdp.workers import runtime
+
+log = logging.getLogger("sriovdp.workers.plugin")
+
+#: how often the main loop proves it is alive and re-checks its socket and kubelet.sock
+DEFAULT_HEARTBEAT_S = 3.0
+DEFAULT_RESCAN_S = 10.0
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m sriovdp.workers plugin",
+        description="One resource pool's device plugin (v1beta1) for the kubelet.",
+    )
+    p.add_argument("--name", "--pool", dest="name", required=True, help="the pool's child name")
+    p.add_argument("--config-file", default=model.DEFAULT_CONFIG_FILE)
+    p.add_argument("--resource-prefix", default=model.DEFAULT_RESOURCE_PREFIX)
+    p.add_argument("--plugin-dir", type=Path, default=Path(model.DEFAULT_PLUGIN_DIR))
+    p.add_argument("--sysfs-root", type=Path, default=Path(model.DEFAULT_SYSFS_ROOT))
+    p.add_argument("--proc-root", type=Path, default=Path("/proc"))
+    p.add_argument("--devinfo-dir", type=Path, default=Path(model.DEFAULT_DEVINFO_DIR))
+    p.add_argument("--cdi-dir", type=Path, default=Path(model.DEFAULT_CDI_DIR))
+    p.add_argument("--use-cdi", action="store_true", help="answer Allocate with CDI device names")
+    p.add_argument("--run-dir", type=Path, default=None, help="bus run dir; none: standalone")
+    p.add_argument("--rescan-interval", type=float, default=DEFAULT_RESCAN_S, help="seconds")
+    p.add_argument("--heartbeat-interval", type=float, default=DEFAULT_HEARTBEAT_S, help="seconds")
+    p.add_argument(
+        "--register-backoff-max", type=float, default=5.0, help="cap of the retry delay, seconds"
+    )
+    p.add_argument("--dev-root", type=Path, default=Path("/"), help="where /dev is looked up")
+    p.add_argument(
+        "--driver-module",
+        action="append",
+        default=[],
+        help="import this module to register more device types (repeatable)",
+    )
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--log-format", choices=("text", "json"), default="text")
+    return p.parse_args(list(argv))
+
+
+@dataclass
+class Timers:
+    """Deadlines of the main loop's periodic jobs (monotonic seconds)."""
+
+    heartbeat_every: float
+    rescan_every: float
+    next_heartbeat: float = 0.0
+    next_rescan: float = 0.0
+    jobs: list[str] = field(default_factory=list)
+
+    def start(self, now: float) -> None:
+        self.next_heartbeat = now + self.heartbeat_every
+        self.next_rescan = now + self.rescan_every
+
+    def timeout(self, now: float) -> float:
+        return max(0.0, min(self.next_heartbeat, self.next_rescan) - now)
+
+    def due(self, now: float) -> list[str]:
+        out = []
+        if now >= self.next_heartbeat:
+            out.append("heartbeat")
+            self.next_heartbeat = now + self.heartbeat_every
+        if now >= self.next_rescan:
+            out.append("rescan")
+            self.next_rescan = now + self.rescan_every
+        return out
+
+
+class Worker:
+    """Wires the pieces of one pool's worker together and runs its loop."""
+
+    def __init__(self, args: argparse.Namespace, config: model.NodeConfig, pool: model.PoolConfig):
+        # heavy imports here, not at module level: the zygote may import this module
+        from sriovdp.workers.plugin import allocation, devinfo, drivers, registration, servicer
+        from sriovdp.workers.plugin.cdi import CdiSpecFile
+        from sriovdp.workers.plugin.server import PluginServer
+        from sriovdp.workers.plugin.state import PoolState
+
+        self.args = args
+        self.config = config
+        self.pool = pool
+        self.child = pool.child_name
+        self.actions: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self.ctx = drivers.DriverContext(dev_root=args.dev_root)
+        found = self.discover()
+        self.log_discovery(found)
+
+        def build_table(devs: Any) -> allocation.AllocationTable:
+            return allocation.AllocationTable(pool, devs, self.ctx, use_cdi=args.use_cdi)
+
+        self.state = PoolState(pool, found.devices, build_table)
+        self.devinfo = devinfo.DevInfoWriter(args.devinfo_dir)
+        self.cdi = CdiSpecFile(args.cdi_dir, self.child) if args.use_cdi else None
+        self.servicer = servicer.DevicePluginServicer(self.state, self.devinfo)
+        self.server = PluginServer(args.plugin_dir, self.child, self.servicer)
+        self.registrar = registration.Registrar(
+            args.plugin_dir,
+            pool.resource,
+            self.on_registration,
+            registration.Backoff(cap=args.register_backoff_max),
+        )
+        self._kubelet_inode = registration.kubelet_inode
+        self.bus: Any = None
+        self._ready_sent = False
+        self._summary_lock = threading.Lock()
+        self.last_event = "starting"
+
+    # -- discovery -------------------------------------------------------------------------------
+
+    def discover(self) -> model.PoolDiscovery:
+        from sriovdp.shared.pools import discover_pool
+
+        return discover_pool(self.config, self.child, self.args.sysfs_root, self.args.proc_root)
+
+    def log_discovery(self, found: model.PoolDiscovery) -> None:
+        log.info(
+            "pool %s: %d devices, %d excluded",
+            self.pool.resource,
+            len(found.devices),
+            len(found.excluded),
+        )
+        for ex in found.excluded:
+            log.debug("excluded %s: %s", ex.id, ex.reason)
+
+    def apply_discovery(self, found: model.PoolDiscovery) -> bool:
+        changed = self.state.replace_devices(found.devices)
+        if changed:
+            self.write_cdi()
+            if self.bus is not None:
+                self.bus.set_links(self.state.links())
+        return changed
+
+    def write_cdi(self) -> None:
+        if self.cdi is None:
+            return
+        try:
+            self.cdi.write(self.state.view.allocation)
+        except OSError as exc:
+            log.error("cannot write CDI spec %s: %s", self.cdi.path, exc)
+
+    # -- bus -------------------------------------------------------------------------------------
+
+    def publish(self, message: Message) -> None:
+        if self.bus is not None:
+            self.bus.publish(message)
+
+    def publish_summary(self, event: str) -> None:
+        if self.bus is None:
+            return
+        with self._summary_lock:
+            self.last_event = event
+            view = self.state.view
+            self.publish(
+                PoolSummary(
+                    name=self.child,
+                    resource=self.pool.resource,
+                    pid=os.getpid(),
+                    registered=self.registrar.registered,
+                    devices_total=len(view.devices),
+                    devices_healthy=view.healthy_count,
+                    last_event=event,
+                )
+            )
+
+    def on_registration(self, status: Any) -> None:
+        """Registrar thread: registration finished or its first attempt failed."""
+        self.publish_summary(
+            "registered" if status.registered else f"not registered: {status.reason}"
+        )
+        if not self._ready_sent:
+            self._ready_sent = True
+            self.publish(WorkerReady(self.child, os.getpid()))
+
+    def on_state(self, view: Any, reason: str) -> None:
+        self.publish_summary(reason)
+
+    # -- serving ---------------------------------------------------------------------------------
+
+    def serve(self, why: str) -> None:
+        """Serves on a fresh socket and registers it."""
+        serving = self.server.start()
+        if why != "start":
+            log.info("re-serving (%s) on %s", why, serving.name)
+        self.registrar.want(serving.name)
+        self.publish_summary(f"serving on {serving.name} ({why})")
+
+    def on_kubelet(self, message: Any) -> None:
+        if isinstance(message, PluginSocketDeleted):
+            cur = self.server.current
+            if cur is not None and message.name == cur.name:
+                self.serve("own socket deleted")
+            return
+        if not isinstance(message, KubeletSocketState):
+            return
+        if not message.present:
+            self.registrar.forget("kubelet.sock gone")
+            self.publish_summary("kubelet.sock gone")
+            return
+        if not self.server.socket_intact():
+            self.serve(f"kubelet generation {message.generation}, own socket gone")
+        elif message.inode != self.registrar.registered_inode:
+            self.registrar.kick()
+
+    def check_sockets(self) -> None:
+        """Safety net without the bus: own socket deleted, or kubelet.sock replaced."""
+        if not self.server.socket_intact():
+            self.serve("own socket vanished")
+            return
+        inode = self._kubelet_inode(self.args.plugin_dir)
+        if inode is not None and inode != self.registrar.registered_inode:
+            self.registrar.kick()
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        from sriovdp.workers.plugin.rescan import Rescanner
+
+        if self.args.run_dir is not None:
+            from sriovdp.workers.plugin.bus_link import BusLink
+
+            self.bus = BusLink(self.args.run_dir, self.child, self.state, self.actions)
+            self.bus.start(self.state.links())
+        self.state.add_listener(self.on_state)
+        self.write_cdi()
+        try:
+            self.serve("start")
+        except Exception as exc:
+            log.error("cannot serve in %s: %s", self.args.plugin_dir, exc)
+            self.shutdown()
+            return exitcodes.FAILURE
+        self.registrar.start()
+        rescanner = Rescanner(
+            self.args.sysfs_root,
+            self.discover,
+            self.apply_discovery,
+            lambda: list(self.state.view.devices.values()),
+        )
+        timers = Timers(self.args.heartbeat_interval, self.args.rescan_interval)
+        timers.start(time.monotonic())
+        while True:
+            try:
+                action = self.actions.get(timeout=timers.timeout(time.monotonic()))
+            except queue.Empty:
+                action = None
+            batch = [] if action is None else [action]
+            while True:  # coalesce whatever else is waiting
+                try:
+                    batch.append(self.actions.get_nowait())
+                except queue.Empty:
+                    break
+            kinds = [a[0] for a in batch]
+            if "stop" in kinds:
+                log.info("stopping (signal)")
+                break
+            for act in batch:
+                if act[0] == "kubelet":
+                    self.on_kubelet(act[1])
+            reasons = [a[1] for a in batch if a[0] == "rescan"]
+            if reasons:
+                rescanner.rescan("; ".join(reasons))
+            if "bus-failed" in kinds:
+                log.error("bus thread died; exiting so the supervisor restarts the worker")
+                self.shutdown()
+                return exitcodes.FAILURE
+            for job in timers.due(time.monotonic()):
+                if job == "heartbeat":
+                    self.publish(WorkerHeartbeat(self.child, os.getpid()))
+                    self.check_sockets()
+                elif job == "rescan":
+                    rescanner.check()
+        self.shutdown()
+        return exitcodes.OK
+
+    def shutdown(self) -> None:
+        """Ends streams, stops serving, removes own socket and files."""
+        self.state.close()
+        self.server.stop(grace=0.3)
+        self.registrar.stop()
+        removed = self.devinfo.remove_all()
+        if self.cdi is not None:
+            self.cdi.remove()
+        log.info("stopped; removed socket and %d device-info files", removed)
+        if self.bus is not None:
+            self.publish(
+                PoolSummary(
+                    self.child,
+                    self.pool.resource,
+                    os.getpid(),
+                    False,
+                    len(self.state.view.devices),
+                    self.state.view.healthy_count,
+                    "stopped",
+                )
+            )
+            self.bus.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    runtime.die_with_parent()
+    logs.setup(args.name, args.log_level, args.log_format)
+    worker_actions: list[queue.SimpleQueue[tuple[Any, ...]]] = []
+    early: list[int] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        # only enqueue (SimpleQueue.put is safe in a signal handler)
+        if worker_actions:
+            worker_actions[0].put(("stop",))
+        else:
+            early.append(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    from sriovdp.shared.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config_file, args.resource_prefix)
+    except (ConfigError, OSError) as exc:
+        log.error("invalid config %s: %s", args.config_file, exc)
+        return exitcodes.CHILD_CONFIG
+    pool = config.pool(args.name)
+    if pool is None:
+        names = ", ".join(p.child_name for p in config.pools) or "none"
+        log.error("no pool %r in %s (pools: %s)", args.name, args.config_file, names)
+        return exitcodes.CHILD_CONFIG
+    from sriovdp.workers.plugin.drivers import registry
+
+    for module in args.driver_module:
+        try:
+            registry.load_module(module)
+        except Exception as exc:
+            log.error("cannot load driver module %s: %s", module, exc)
+            return exitcodes.CHILD_CONFIG
+    try:
+        worker = Worker(args, config, pool)
+    except OSError as exc:
+        log.error("cannot discover pool %s: %s", pool.resource, exc)
+        return exitcodes.FAILURE
+    worker_actions.append(worker.actions)
+    if early:
+        worker.actions.put(("stop",))
+    return worker.run()
