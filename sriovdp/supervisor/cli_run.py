@@ -1,7 +1,207 @@
-"""``run``, ``status``, ``reload``, ``restart``, ``demo`` (CLI process)."""
+"""``run``, ``status``, ``reload``, ``restart``, ``demo`` (CLI process; ``run`` becomes the
+supervisor process).
+
+Nothing here imports grpc or pyroute2 at module level: ``demo`` imports the kubelet stand-in inside
+its function, and it runs in the CLI process, never in the supervisor (a subprocess).
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
 import click
 
+from sriovdp.shared import exitcodes, logs
+from sriovdp.supervisor import options
+from sriovdp.supervisor.arbiter import Timeouts
+from sriovdp.supervisor.client import CommandFailed, ControlClient, Unreachable
+from sriovdp.supervisor.main import DEFAULT_SPAWN_MODE, INFRA_ROLES, SPAWN_MODES, RunOptions
+from sriovdp.supervisor.status import SupervisorStatus, render_table
+
 COMMANDS: list[click.Command] = []
+
+_timeouts = Timeouts()
+
+
+@click.command("run")
+@options.config_file
+@options.resource_prefix
+@options.plugin_dir
+@options.sysfs_root
+@options.proc_root
+@options.run_dir
+@options.devinfo_dir
+@options.cdi_dir
+@options.use_cdi
+@options.log_level
+@options.log_format
+@click.option(
+    "--spawn-mode",
+    type=click.Choice(SPAWN_MODES),
+    default=DEFAULT_SPAWN_MODE,
+    envvar=options.envvar("--spawn-mode"),
+    show_default=True,
+    show_envvar=True,
+    help="zygote: fork workers from a preloaded spawner (less memory); exec: a fresh "
+    "interpreter per worker.",
+)
+@click.option(
+    "--heartbeat-timeout",
+    type=click.FloatRange(min=0.1),
+    default=_timeouts.heartbeat,
+    envvar=options.envvar("--heartbeat-timeout"),
+    show_default=True,
+    hidden=True,
+)
+@click.option(
+    "--start-timeout",
+    type=click.FloatRange(min=0.1),
+    default=_timeouts.start,
+    envvar=options.envvar("--start-timeout"),
+    show_default=True,
+    hidden=True,
+)
+@click.option(
+    "--stop-grace",
+    type=click.FloatRange(min=0.0),
+    default=_timeouts.stop_grace,
+    envvar=options.envvar("--stop-grace"),
+    show_default=True,
+    help="Seconds between SIGTERM and SIGKILL when stopping a child.",
+)
+@click.option(
+    "--child-entry",
+    default="sriovdp.workers.__main__",
+    envvar=options.envvar("--child-entry"),
+    hidden=True,
+    help="Module whose main(argv) children run (a test seam).",
+)
+@click.option(
+    "--infra/--no-infra",
+    default=True,
+    envvar=options.envvar("--infra"),
+    hidden=True,
+    help="Start the health monitor and the kubelet watcher.",
+)
+def run_command(  # noqa: PLR0917 (one parameter per click option)
+    config_file: str,
+    resource_prefix: str,
+    plugin_dir: str,
+    sysfs_root: str,
+    proc_root: str,
+    run_dir: str,
+    devinfo_dir: str,
+    cdi_dir: str,
+    use_cdi: bool,
+    log_level: str,
+    log_format: str,
+    spawn_mode: str,
+    heartbeat_timeout: float,
+    start_timeout: float,
+    stop_grace: float,
+    child_entry: str,
+    infra: bool,
+) -> None:
+    """Run the supervisor: one plugin worker per pool, a health monitor, a kubelet watcher.
+
+    Exits 2 (with every problem listed) if the config is invalid, before anything starts; 75 if
+    another supervisor holds the run dir; 0 after SIGTERM/SIGINT stopped every child.
+    """
+    from sriovdp.supervisor.main import run
+
+    logs.setup("supervisor", log_level, log_format)
+    opts = RunOptions(
+        config_file=config_file,
+        resource_prefix=resource_prefix,
+        plugin_dir=plugin_dir,
+        sysfs_root=sysfs_root,
+        proc_root=proc_root,
+        run_dir=run_dir,
+        devinfo_dir=devinfo_dir,
+        cdi_dir=cdi_dir,
+        use_cdi=use_cdi,
+        log_level=log_level.lower(),
+        log_format=log_format,
+        spawn_mode=spawn_mode,
+        timeouts=Timeouts(heartbeat=heartbeat_timeout, start=start_timeout, stop_grace=stop_grace),
+        child_entry=child_entry,
+        infra=INFRA_ROLES if infra else (),
+    )
+    sys.exit(run(opts))
+
+
+def _client(run_dir: str, timeout: float) -> ControlClient:
+    return ControlClient(Path(run_dir), timeout=timeout)
+
+
+@click.command("status")
+@options.run_dir
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (see status.py).")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=2.0, show_default=True)
+def status_command(run_dir: str, as_json: bool, timeout: float) -> None:
+    """Show the supervisor and its children.
+
+    Exit 0: every child RUNNING; 3: something is not running; 4: no supervisor answered.
+    """
+    with _client(run_dir, timeout) as client:
+        try:
+            data = client.request("status")
+            status = SupervisorStatus.from_dict(data)
+        except (Unreachable, CommandFailed, ValueError) as exc:
+            if as_json:
+                click.echo(json.dumps({"version": 1, "error": str(exc)}))
+            else:
+                click.echo(f"supervisor unreachable: {exc}", err=True)
+            sys.exit(exitcodes.UNREACHABLE)
+    if as_json:
+        click.echo(json.dumps(status.to_dict(), indent=2))
+    else:
+        click.echo(render_table(status))
+    sys.exit(status.exit_code())
+
+
+@click.command("reload")
+@options.run_dir
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
+def reload_command(run_dir: str, timeout: float) -> None:
+    """Re-read the config (as SIGHUP does): changed pools restart, others keep running.
+
+    Exit 0: applied; 2: the new config is invalid (nothing changed); 4: no supervisor answered.
+    """
+    with _client(run_dir, timeout) as client:
+        try:
+            result = client.request("reload")
+        except Unreachable as exc:
+            click.echo(f"supervisor unreachable: {exc}", err=True)
+            sys.exit(exitcodes.UNREACHABLE)
+        except CommandFailed as exc:
+            click.echo(f"reload refused: {exc}", err=True)
+            sys.exit(exitcodes.INVALID_CONFIG)
+    click.echo(f"config generation {result['generation']}")
+    for key in ("started", "restarted", "stopped"):
+        if result[key]:
+            click.echo(f"  {key}: {', '.join(result[key])}")
+    click.echo(f"  unchanged: {len(result['unchanged'])}")
+
+
+@click.command("restart")
+@options.run_dir
+@click.argument("child")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=2.0, show_default=True)
+def restart_command(run_dir: str, child: str, timeout: float) -> None:
+    """Restart one child (also one in FATAL). Exit 1: no such child; 4: unreachable."""
+    with _client(run_dir, timeout) as client:
+        try:
+            client.request("restart", name=child)
+        except Unreachable as exc:
+            click.echo(f"supervisor unreachable: {exc}", err=True)
+            sys.exit(exitcodes.UNREACHABLE)
+        except CommandFailed as exc:
+            click.echo(f"restart refused: {exc}", err=True)
+            sys.exit(exitcodes.FAILURE)
+    click.echo(f"restarting {child}")
+
+
+COMMANDS.extend([run_command, status_command, reload_command, restart_command])

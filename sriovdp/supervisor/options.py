@@ -17,8 +17,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def envvar(option: str) -> str:
-    """``--config-file`` -> ``SRIOV_DP_CONFIG_FILE``."""
-    return "SRIOV_DP_" + option.lstrip("-").upper().replace("-", "_")
+    """``--config-file`` -> ``SRIOV_DP_CONFIG_FILE``.
+
+    A boolean flag pair (``--use-cdi/--no-use-cdi`` -> ``SRIOV_DP_USE_CDI``) takes its name from
+    its first half.
+    """
+    return "SRIOV_DP_" + option.split("/", maxsplit=1)[0].lstrip("-").upper().replace("-", "_")
 
 
 def _opt(name: str, **kwargs: Any) -> Callable[[F], F]:

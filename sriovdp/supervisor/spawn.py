@@ -191,7 +191,10 @@ class ZygoteSpawner:
     def _lost(self, why: str) -> None:
         if self.pid is None:
             return
-        log.warning("zygote pid %d lost: %s", self.pid, why)
+        if self._req_w is None:  # we closed its pipe: an orderly end
+            log.info("zygote pid %d ended: %s", self.pid, why)
+        else:
+            log.warning("zygote pid %d lost: %s", self.pid, why)
         self._drain()
         for fd in (self._req_w, self._rep_r):
             if fd is not None:

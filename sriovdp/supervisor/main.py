@@ -1,0 +1,389 @@
+"""``sriov-supervisor run``: the supervisor's single-threaded loop (supervisor process).
+
+Owns the process-level plumbing around the :class:`~sriovdp.supervisor.arbiter.Arbiter`: the
+run-dir lock, the ZeroMQ context with the bus broker and the control socket, signal handling,
+reaping, config loading and reload. One thread, one loop::
+
+    poll(bus-in, bus-out, control, signal pipe, zygote reports; timeout = next deadline)
+    -> signals (queued by the handlers) -> reap -> bus -> control -> arbiter.reconcile()
+
+Signal handlers do nothing but let ``signal.set_wakeup_fd`` write the signal number into a pipe
+that the loop polls: the pipe is the queue. Never imports grpc or pyroute2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from sriovdp.shared import exitcodes
+from sriovdp.shared.config import ConfigError, load_config
+from sriovdp.shared.messages import Envelope
+from sriovdp.shared.model import NodeConfig
+from sriovdp.supervisor.arbiter import Arbiter, ReloadResult, Timeouts
+from sriovdp.supervisor.backoff import BackoffPolicy
+from sriovdp.supervisor.broker import Broker
+from sriovdp.supervisor.child import WORKERS_ENTRY, ChildSpec
+from sriovdp.supervisor.control import CommandError, ControlServer
+from sriovdp.supervisor.lock import LockedError, RunDirError, RunDirLock
+from sriovdp.supervisor.spawn import Spawner, become_subreaper, make_spawner, reap
+from sriovdp.supervisor.status import SupervisorStatus
+
+log = logging.getLogger(__name__)
+
+#: measured (bench/bench_supervisor.py): forked from a preloaded zygote, 8 pools cost about half
+#: the memory of 8 fresh interpreters and register faster; exec stays selectable
+DEFAULT_SPAWN_MODE = "zygote"
+SPAWN_MODES = ("zygote", "exec")
+INFRA_ROLES = ("health-monitor", "kubelet-watcher")
+_HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    config_file: str
+    resource_prefix: str
+    plugin_dir: str
+    sysfs_root: str
+    proc_root: str
+    run_dir: str
+    devinfo_dir: str
+    cdi_dir: str
+    use_cdi: bool = False
+    log_level: str = "info"
+    log_format: str = "text"
+    spawn_mode: str = DEFAULT_SPAWN_MODE
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    #: module whose main(argv) every child runs; tests put a fake child here
+    child_entry: str = WORKERS_ENTRY
+    infra: tuple[str, ...] = INFRA_ROLES
+
+
+def build_specs(config: NodeConfig, opts: RunOptions) -> list[ChildSpec]:
+    """What should run for this config: the infra children, then one plugin worker per pool."""
+    absolute = os.path.abspath
+    common = ("--log-level", opts.log_level, "--log-format", opts.log_format)
+    run_dir = ("--run-dir", absolute(opts.run_dir))
+    specs = []
+    for role in opts.infra:
+        argv: tuple[str, ...] = (role, "--name", role, *run_dir)
+        if role == "kubelet-watcher":
+            argv += ("--plugin-dir", absolute(opts.plugin_dir))
+        specs.append(ChildSpec(role, role, argv + common, entry=opts.child_entry))
+    for pool in config.pools:
+        argv = ("plugin", "--name", pool.child_name, "--config-file", absolute(opts.config_file))
+        argv += ("--resource-prefix", opts.resource_prefix)
+        argv += ("--plugin-dir", absolute(opts.plugin_dir))
+        argv += ("--sysfs-root", absolute(opts.sysfs_root))
+        argv += ("--proc-root", absolute(opts.proc_root))
+        argv += ("--devinfo-dir", absolute(opts.devinfo_dir))
+        argv += ("--cdi-dir", absolute(opts.cdi_dir))
+        if opts.use_cdi:
+            argv += ("--use-cdi",)
+        specs.append(
+            ChildSpec(
+                name=pool.child_name,
+                role="plugin",
+                argv=argv + run_dir + common,
+                resource=pool.resource,
+                entry=opts.child_entry,
+                fingerprint=pool,
+            )
+        )
+    return specs
+
+
+class Supervisor:
+    """One run: lock, sockets, children, loop; :meth:`run` returns the exit code."""
+
+    def __init__(
+        self,
+        opts: RunOptions,
+        config: NodeConfig,
+        load: Callable[[str, str], NodeConfig] = load_config,
+    ) -> None:
+        self.opts = opts
+        self.config = config
+        self._load = load
+        self.generation = 1
+        self.last_reload_error: tuple[str, ...] | None = None
+        self.started = time.monotonic()
+        self.lock = RunDirLock(Path(opts.run_dir))
+        self.spawner: Spawner = make_spawner(opts.spawn_mode)
+        self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
+        self.broker: Broker | None = None
+        self.control: ControlServer | None = None
+        self.arbiter: Arbiter | None = None
+        self._sig_r = self._sig_w = -1
+        self._shutdown_deadline: float | None = None
+
+    # -- setup and teardown ------------------------------------------------------------------
+
+    def _setup(self) -> None:
+        self.lock.acquire()  # before binding anything: LockedError leaves everything untouched
+        become_subreaper()
+        self._sig_r, self._sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self._sig_w, warn_on_full_buffer=False)
+        for sig in _HANDLED_SIGNALS:
+            signal.signal(sig, _enqueue_only)
+        start = getattr(self.spawner, "start", None)
+        if start is not None:
+            start()  # the zygote preloads while we bind
+        self._ctx = zmq.Context(io_threads=1)
+        self.broker = Broker(self._ctx, Path(self.opts.run_dir), on_message=self._on_bus)
+        self.control = ControlServer(self._ctx, Path(self.opts.run_dir), self._handlers())
+        self.arbiter = Arbiter(
+            spawner=self.spawner,
+            publish=self.broker.publish,
+            timeouts=self.opts.timeouts,
+            backoff_policy=self.opts.backoff,
+        )
+        self.arbiter.set_specs(build_specs(self.config, self.opts))
+        log.info(
+            "supervisor pid %d: %d pools from %s, spawn mode %s, run dir %s",
+            os.getpid(),
+            len(self.config.pools),
+            self.opts.config_file,
+            self.spawner.mode,
+            self.opts.run_dir,
+        )
+
+    def _teardown(self) -> None:
+        signal.set_wakeup_fd(-1)
+        for sig in _HANDLED_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        for closable in (self.control, self.broker):
+            if closable is not None:
+                closable.close()
+        if self._ctx is not None:
+            self._ctx.term()
+        for fd in (self._sig_r, self._sig_w):
+            if fd >= 0:
+                os.close(fd)
+        self.lock.release()
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        try:
+            self._setup()
+        except LockedError as exc:
+            log.error("%s", exc)
+            return exitcodes.LOCKED
+        except RunDirError as exc:
+            log.error("%s", exc)
+            return exitcodes.FAILURE
+        try:
+            self._loop()
+        finally:
+            self._teardown()
+        log.info("supervisor stopped")
+        return exitcodes.OK
+
+    def _loop(self) -> None:
+        assert self.arbiter is not None and self.broker is not None and self.control is not None
+        arbiter, broker, control = self.arbiter, self.broker, self.control
+        arbiter.reconcile()
+        poller = zmq.Poller()
+        for sock in (broker.pull, broker.xpub, control.sock):
+            poller.register(sock, zmq.POLLIN)
+        poller.register(self._sig_r, zmq.POLLIN)
+        spawner_fd: int | None = None
+        while True:
+            fd = self.spawner.fileno()
+            if fd != spawner_fd:
+                if spawner_fd is not None:
+                    with contextlib.suppress(KeyError):
+                        poller.unregister(spawner_fd)
+                if fd is not None:
+                    poller.register(fd, zmq.POLLIN)
+                spawner_fd = fd
+            timeout_ms = max(0, int((arbiter.next_deadline() - time.monotonic()) * 1000) + 1)
+            events = dict(poller.poll(timeout_ms))
+            if self._sig_r in events:
+                self._handle_signals()
+            self._reap()
+            if broker.pull in events:
+                broker.handle_pull()
+            if broker.xpub in events:
+                broker.handle_xpub()
+            if control.sock in events:
+                control.handle()
+            arbiter.reconcile()
+            if arbiter.stopping and self._finish_shutdown():
+                return
+
+    def _handle_signals(self) -> None:
+        try:
+            data = os.read(self._sig_r, 256)
+        except BlockingIOError:
+            return
+        for signum in data:
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                self.shutdown(signal.Signals(signum).name)
+            elif signum == signal.SIGHUP:
+                self.reload()
+            # SIGCHLD: nothing to do here; _reap() runs after every wake-up
+
+    def _reap(self) -> None:
+        assert self.arbiter is not None
+        for pid, status in reap():
+            if self.spawner.reaped(pid, status):
+                self._zygote_lost()
+            elif not self.arbiter.on_exit(pid, status):
+                log.debug("reaped orphan pid %d", pid)
+        for pid, status in self.spawner.collect():
+            self.arbiter.on_exit(pid, status)
+
+    def _zygote_lost(self) -> None:
+        """Children whose end the zygote never reported are gone with it, or about to be."""
+        assert self.arbiter is not None
+        for child in list(self.arbiter.children.values()):
+            if child.pid is None:
+                continue
+            try:
+                os.kill(child.pid, 0)
+            except ProcessLookupError:
+                self.arbiter.on_exit(child.pid, 0xFF00)  # unknown status: "exit 255"
+
+    def shutdown(self, why: str) -> None:
+        assert self.arbiter is not None
+        if self.arbiter.stopping:
+            return
+        log.info("%s: stopping %d children", why, len(self.arbiter.children))
+        self.arbiter.stop_all()
+        grace = self.opts.timeouts.stop_grace
+        self._shutdown_deadline = time.monotonic() + grace + 2.0
+
+    def _finish_shutdown(self) -> bool:
+        """True when every child is gone and the zygote (if any) has been reaped."""
+        assert self.arbiter is not None
+        late = self._shutdown_deadline is not None and time.monotonic() > self._shutdown_deadline
+        if not self.arbiter.all_stopped() and not late:
+            return False
+        self.spawner.close()
+        deadline = time.monotonic() + 1.0
+        while self.spawner.helper_pid() is not None:
+            self._reap()
+            if self.spawner.helper_pid() is None:
+                break
+            if time.monotonic() > deadline:
+                self.spawner.kill_helper()
+                deadline = time.monotonic() + 5.0
+            time.sleep(0.002)
+        self._reap()
+        return True
+
+    # -- bus and control -------------------------------------------------------------------------
+
+    def _on_bus(self, env: Envelope) -> None:
+        if self.arbiter is not None:
+            self.arbiter.on_message(env)
+
+    def _handlers(self) -> Mapping[str, Callable[[Mapping[str, Any]], Any]]:
+        return {
+            "status": lambda _args: self.status().to_dict(),
+            "reload": lambda _args: self._reload_command(),
+            "restart": self._restart_command,
+            "ping": lambda _args: {"pid": os.getpid()},
+        }
+
+    def status(self) -> SupervisorStatus:
+        assert self.arbiter is not None and self.broker is not None and self.control is not None
+        bus = self.broker.stats
+        ctl = self.control.stats
+        return SupervisorStatus(
+            pid=os.getpid(),
+            uptime=time.monotonic() - self.started,
+            generation=self.generation,
+            config_file=self.opts.config_file,
+            spawn_mode=self.spawner.mode,
+            last_reload_error=self.last_reload_error,
+            children=tuple(self.arbiter.rows()),
+            bus={"forwarded": bus.forwarded, "dropped": bus.dropped, "replayed": bus.replayed},
+            control={"requests": ctl.requests, "errors": ctl.errors, "dropped": ctl.dropped},
+        )
+
+    def reload(self) -> ReloadResult | None:
+        """Re-reads the config; on success applies it, else changes nothing and keeps the error."""
+        assert self.arbiter is not None
+        if self.arbiter.stopping:
+            return None
+        try:
+            config = self._load(self.opts.config_file, self.opts.resource_prefix)
+        except ConfigError as exc:
+            self.last_reload_error = tuple(exc.errors)
+            log.error(
+                "reload: invalid config %s, keeping generation %d:\n  %s",
+                self.opts.config_file,
+                self.generation,
+                "\n  ".join(exc.errors),
+            )
+            return None
+        result = self.arbiter.set_specs(build_specs(config, self.opts))
+        self.config = config
+        self.generation += 1
+        self.last_reload_error = None
+        log.info(
+            "reload: generation %d: started %s, restarted %s, stopped %s, unchanged %d",
+            self.generation,
+            list(result.started),
+            list(result.restarted),
+            list(result.stopped),
+            len(result.unchanged),
+        )
+        return result
+
+    def _reload_command(self) -> dict[str, Any]:
+        result = self.reload()
+        if result is None:
+            raise CommandError(
+                "invalid config, nothing changed:\n" + "\n".join(self.last_reload_error or ())
+            )
+        return {
+            "generation": self.generation,
+            "started": list(result.started),
+            "restarted": list(result.restarted),
+            "stopped": list(result.stopped),
+            "unchanged": list(result.unchanged),
+        }
+
+    def _restart_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        assert self.arbiter is not None
+        name = args.get("name")
+        if not isinstance(name, str):
+            raise CommandError("restart needs a child name")
+        if self.arbiter.stopping:
+            raise CommandError("the supervisor is shutting down")
+        if not self.arbiter.restart(name):
+            known = ", ".join(self.arbiter.children)
+            raise CommandError(f"no child named {name!r} (children: {known})")
+        return {"name": name}
+
+
+def _enqueue_only(_signum: int, _frame: object) -> None:
+    """The handler of every signal we catch: the wakeup fd already queued its number."""
+
+
+def run(opts: RunOptions, load: Callable[[str, str], NodeConfig] = load_config) -> int:
+    """Validates the config (exit 2 with every message), then supervises until TERM/INT."""
+    os.umask(0o077)  # sockets and files: ours only
+    try:
+        config = load(opts.config_file, opts.resource_prefix)
+    except ConfigError as exc:
+        print(f"invalid config {opts.config_file}:", file=sys.stderr)
+        for message in exc.errors:
+            print(f"  {message}", file=sys.stderr)
+        return exitcodes.INVALID_CONFIG
+    return Supervisor(opts, config, load).run()
