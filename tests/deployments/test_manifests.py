@@ -174,23 +174,21 @@ def test_env_names_are_real_run_options() -> None:
     env = container_env()
     unknown = sorted(set(env) - set(known))
     assert not unknown, f"DaemonSet sets variables `run` does not read: {unknown}"
-    missing = sorted(set(known) - set(env))
+    visible = {name for name, param in known.items() if not getattr(param, "hidden", False)}
+    missing = sorted(visible - set(env))
     assert not missing, f"DaemonSet leaves `run` options to defaults implicitly: {missing}"
 
 
 def test_env_values_parse_with_the_real_run_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("SRIOV_DP_"):
-            monkeypatch.delenv(name)
     env = container_env()
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    ctx = run_command().make_context("run", [], resilient_parsing=False)
+    params = parsed_run_env(monkeypatch, env)
     by_env = {name: param.name for name, param in envvars(run_command()).items()}
     for name, value in env.items():
-        parsed = ctx.params[str(by_env[name])]
+        parsed = params[str(by_env[name])]
         if isinstance(parsed, bool):
             assert parsed is (value.lower() in ("1", "true", "yes", "on")), name
+        elif isinstance(parsed, float):
+            assert parsed == float(value), name
         else:
             assert str(parsed) == value, name
 
@@ -249,6 +247,26 @@ def test_scheduled_on_sriov_nodes_only() -> None:
     spec = daemonset()["spec"]["template"]["spec"]
     assert spec["nodeSelector"]["feature.node.kubernetes.io/network-sriov.capable"] == "true"
     assert spec["tolerations"]
+
+
+#: the supervisor's shutdown beyond the per-child stop grace: its own deadline (grace + 2 s), the
+#: spawner's exit (1 s) and, at worst, killing the spawner (5 s more); see supervisor/main.py
+SHUTDOWN_OVERHEAD = 8.0
+
+
+def parsed_run_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> dict[str, Any]:
+    for name in list(os.environ):
+        if name.startswith("SRIOV_DP_"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return run_command().make_context("run", []).params
+
+
+def test_termination_grace_exceeds_the_supervisor_shutdown(monkeypatch: pytest.MonkeyPatch) -> None:
+    params = parsed_run_env(monkeypatch, container_env())
+    grace = daemonset()["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace > params["stop_grace"] + SHUTDOWN_OVERHEAD
 
 
 def test_resources_requests_and_limits_are_set() -> None:
@@ -314,9 +332,11 @@ def test_probe_verdict_per_status_exit_code(
         assert (result.returncode == 0) == (code in passes_on), (probe, code, result)
 
 
-def test_probe_timeouts_leave_room_for_status() -> None:
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert plugin_container()[probe]["timeoutSeconds"] >= 3, probe
+@pytest.mark.parametrize("probe", ["startupProbe", "readinessProbe", "livenessProbe"])
+def test_probe_timeout_leaves_room_for_the_status_timeout(probe: str) -> None:
+    args = status_invocation(probe_command(probe))
+    params = cli_command("status").make_context("status", list(args)).params
+    assert plugin_container()[probe]["timeoutSeconds"] >= params["timeout"] + 2, probe
 
 
 # --- the example config, networks and pods -------------------------------------------------------
