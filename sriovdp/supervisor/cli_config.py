@@ -72,7 +72,7 @@ def _render_text(root: Path, results: list[PoolDiscovery], warnings: list[str]) 
     for result in results:
         click.echo(f"{result.pool.resource}: {len(result.devices)} device(s)")
         if result.devices:
-            rows = [_COLUMNS]
+            rows: list[tuple[str, ...]] = [_COLUMNS]
             for dev in result.devices:
                 fn = dev.function
                 rows.append(
