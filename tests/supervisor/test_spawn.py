@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -43,10 +43,10 @@ def test_make_spawner() -> None:
         make_spawner("fork")
 
 
-def _wait_for_end(collect: object, pid: int) -> int:
+def _wait_for_end(collect: Callable[[], list[tuple[int, int]]], pid: int) -> int:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        for ended, status in collect():  # type: ignore[operator]
+        for ended, status in collect():
             assert ended == pid
             return status
         time.sleep(0.01)
