@@ -59,33 +59,5 @@ def envvars(command: click.Command) -> dict[str, click.Parameter]:
 
 
 def run_command() -> click.Command:
-    """``sriov-supervisor run``: the entrypoint of the image and the supervisord program.
-
-    Until ``run`` lands in ``cli_run``, a stand-in carrying the shared options it is specified to
-    take (``sriovdp.supervisor.options``) is the source of truth, so renames still break.
-    """
-    command = cli_group().commands.get("run")
-    if command is not None:
-        return command
-    from sriovdp.supervisor import options
-
-    decorators = (
-        options.config_file,
-        options.resource_prefix,
-        options.plugin_dir,
-        options.sysfs_root,
-        options.proc_root,
-        options.run_dir,
-        options.devinfo_dir,
-        options.cdi_dir,
-        options.use_cdi,
-        options.log_level,
-        options.log_format,
-    )
-
-    def stand_in(**_: object) -> None:
-        """Stand-in for ``run``."""
-
-    for decorate in reversed(decorators):
-        stand_in = decorate(stand_in)
-    return click.command("run")(stand_in)
+    """``sriov-supervisor run``: the entrypoint of the image and the supervisord program."""
+    return cli_command("run")
