@@ -204,4 +204,18 @@ def restart_command(run_dir: str, child: str, timeout: float) -> None:
     click.echo(f"restarting {child}")
 
 
-COMMANDS.extend([run_command, status_command, reload_command, restart_command])
+@click.command("demo")
+@click.option("--spawn-mode", type=click.Choice(SPAWN_MODES), default=DEFAULT_SPAWN_MODE)
+@click.option("--keep", is_flag=True, help="Keep the temporary node directory and print its path.")
+def demo_command(spawn_mode: str, keep: bool) -> None:
+    """A simulated node end to end: fake sysfs (2 PFs x 8 VFs, mixed drivers), 3 pools, a kubelet
+    stand-in speaking the real API, the full supervisor, one allocation, status, clean shutdown.
+
+    Needs no root and no SR-IOV NIC.
+    """
+    from sriovdp.supervisor.demo import run_demo  # imports grpc: the CLI process only
+
+    sys.exit(run_demo(spawn_mode=spawn_mode, keep=keep))
+
+
+COMMANDS.extend([run_command, status_command, reload_command, restart_command, demo_command])
