@@ -3,7 +3,8 @@
 Builds a fake sysfs tree and config in a temporary directory, serves a kubelet stand-in in this
 process, runs the real supervisor as a subprocess against them, and shows what an operator would
 see: the node's allocatable resources, what a pod gets from one allocation, ``status``, and a clean
-shutdown. Imported lazily by the ``demo`` command only: the supervisor process never loads it.
+shutdown. Imported lazily by the ``demo`` command only, and grpc (through the kubelet stand-in)
+only inside :func:`run_demo`: the supervisor process never loads either.
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sriovdp.proto import api_pb2
 from sriovdp.shared.model import DEFAULT_RESOURCE_PREFIX
 from sriovdp.shared.simnode import demo_config, demo_node
-from sriovdp.shared.simnode.kubelet import KubeletStandIn
 from sriovdp.supervisor.client import ControlClient, Unreachable
 from sriovdp.supervisor.status import SupervisorStatus, render_table
+
+if TYPE_CHECKING:
+    from sriovdp.proto import api_pb2
+    from sriovdp.shared.simnode.kubelet import KubeletStandIn
 
 REGISTER_TIMEOUT = 20.0
 ALLOCATE_FROM = f"{DEFAULT_RESOURCE_PREFIX}/sriov_vfio"
@@ -69,6 +72,8 @@ def run_demo(spawn_mode: str = "zygote", keep: bool = False) -> int:
 
 
 def _run(base: Path, spawn_mode: str) -> int:
+    from sriovdp.shared.simnode.kubelet import KubeletStandIn  # grpc: this process only
+
     sysfs, plugins, run_dir = base / "sys", base / "device-plugins", base / "run"
     (base / "proc" / "net").mkdir(parents=True)
     (base / "proc" / "net" / "route").write_text(
