@@ -1,4 +1,7 @@
-"""RDMA (``isRdma``; plugin worker process): the function's ``/dev/infiniband/*`` char devices."""
+"""RDMA (``isRdma``; plugin worker process): the function's ``/dev/infiniband/*`` char devices.
+
+The function's own ``uverbsN``, ``umadN``, ``issmN`` plus the node-wide ``/dev/infiniband/rdma_cm``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,12 @@ from sriovdp.workers.plugin.drivers.base import DriverContext, DriverFamily, Spe
 from sriovdp.workers.plugin.drivers.registry import register
 
 _INFO_KEYS = ("uverbs", "umad", "issm", "rdma_cm")
+RDMA_CM = "/dev/infiniband/rdma_cm"
+
+
+def char_devices(device: PoolDevice) -> tuple[str, ...]:
+    own = device.function.rdma_char_devices
+    return own if RDMA_CM in own else (*own, RDMA_CM)
 
 
 @register
@@ -21,11 +30,11 @@ class Rdma(DriverFamily):
         return device.is_rdma
 
     def specs(self, device: PoolDevice, ctx: DriverContext) -> tuple[Spec, ...]:
-        return tuple(Spec(p, p) for p in device.function.rdma_char_devices)
+        return tuple(Spec(p, p) for p in char_devices(device))
 
     def info(self, device: PoolDevice, ctx: DriverContext) -> Mapping[str, Any]:
         entry: dict[str, str] = {}
-        for path in device.function.rdma_char_devices:
+        for path in char_devices(device):
             base = os.path.basename(path)
             key = next((k for k in _INFO_KEYS if base.startswith(k)), None)
             if key is not None and key not in entry:
