@@ -72,6 +72,7 @@ class Supervisor:
     def __init__(
         self,
         base: Path,
+        *,
         pools: tuple[str, ...] = ("a", "b"),
         mode: str = "zygote",
         args: tuple[str, ...] = (),
@@ -96,7 +97,9 @@ class Supervisor:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         argv = [sys.executable, "-m", "sriovdp", *args]
-        return subprocess.run(argv, capture_output=True, text=True, env=self.env, timeout=20)
+        return subprocess.run(
+            argv, check=False, capture_output=True, text=True, env=self.env, timeout=20
+        )
 
     def status(self) -> dict[str, Any]:
         with ControlClient(self.run_dir, timeout=2.0) as client:
@@ -307,6 +310,7 @@ def test_status_unreachable_and_invalid_config_at_start(
 ) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "sriovdp", "status", "--run-dir", str(tmp_path / "nothing")],
+        check=False,
         capture_output=True,
         text=True,
         timeout=20,
