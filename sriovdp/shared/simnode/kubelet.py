@@ -34,6 +34,7 @@ from sriovdp.proto import api_pb2, api_pb2_grpc
 
 KUBELET_SOCKET = "kubelet.sock"
 DIAL_TIMEOUT_S = 10.0
+HISTORY = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,7 @@ class _Connection:
     stub: api_pb2_grpc.DevicePluginStub
     devices: list[DeviceInfo] = field(default_factory=list)
     lists: int = 0  # ListAndWatch messages received
+    history: list[list[DeviceInfo]] = field(default_factory=list)  # the first HISTORY lists
     alive: bool = True
     call: Any = None
     thread: threading.Thread | None = None
@@ -220,6 +222,8 @@ class KubeletStandIn:
                     if self._conns.get(conn.resource) is conn:
                         conn.devices = devices
                         conn.lists += 1
+                        if len(conn.history) < HISTORY:
+                            conn.history.append(devices)
                         self._cond.notify_all()
         except grpc.RpcError:
             pass
@@ -248,6 +252,12 @@ class KubeletStandIn:
         with self._cond:
             conn = self._conns.get(resource)
             return conn is not None and conn.alive
+
+    def history(self, resource: str) -> list[list[DeviceInfo]]:
+        """The first lists received on the current connection of ``resource``, oldest first."""
+        with self._cond:
+            conn = self._conns.get(resource)
+            return list(conn.history) if conn is not None else []
 
     def lists_received(self, resource: str) -> int:
         with self._cond:

@@ -52,6 +52,10 @@ class BusLink:
         self._wanted: set[str] = set()
         self._subscribed: set[str] = set()
         self._stopping = False
+        self._seen: set[str] = set()
+        #: set once every wanted link has had its first LinkState (the broker's cache replays
+        #: them at subscription): the first ListAndWatch list is then already right
+        self.initial = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._thread = threading.Thread(target=self._run, name="bus", daemon=True)
@@ -64,6 +68,8 @@ class BusLink:
         """The links whose LinkState the pool needs (after start and every rescan)."""
         with self._lock:
             self._wanted = set(links)
+            if self._wanted <= self._seen:
+                self.initial.set()
         self._wake()
 
     def publish(self, message: Message) -> None:
@@ -115,6 +121,10 @@ class BusLink:
             if message.ifname not in self._subscribed:
                 return  # a late message of a link we no longer follow
             change = self.state.apply_link(message)
+            with self._lock:
+                self._seen.add(message.ifname)
+                if self._wanted <= self._seen:
+                    self.initial.set()
             if change.new_or_presence_changed:
                 self._actions.put(("rescan", f"link {message.ifname} present={message.present}"))
         elif isinstance(message, (KubeletSocketState, PluginSocketDeleted)):

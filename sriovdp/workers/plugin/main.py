@@ -45,6 +45,8 @@ log = logging.getLogger("sriovdp.workers.plugin")
 #: how often the main loop proves it is alive and re-checks its socket and kubelet.sock
 DEFAULT_HEARTBEAT_S = 3.0
 DEFAULT_RESCAN_S = 10.0
+#: how long a worker on the bus waits for the cached state of its links before serving
+INITIAL_LINKS_WAIT_S = 0.25
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -261,6 +263,9 @@ class Worker:
 
             self.bus = BusLink(self.args.run_dir, self.child, self.state, self.actions)
             self.bus.start(self.state.links())
+            # the broker replays the retained link states at once; serve with them applied
+            if not self.bus.initial.wait(INITIAL_LINKS_WAIT_S):
+                log.info("no link state yet for some health links; serving them as Healthy")
         self.state.add_listener(self.on_state)
         self.write_cdi()
         try:

@@ -1,0 +1,132 @@
+"""Worker processes on the bus: health from LinkState, readiness, re-registration on kubelet
+events, rescans on link presence (broker in a test thread, kubelet stand-in, real workers)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import grpc
+import pytest
+
+from sriovdp.shared.messages import (
+    KubeletSocketState,
+    LinkState,
+    PluginSocketDeleted,
+    PoolSummary,
+    WorkerHeartbeat,
+    WorkerReady,
+)
+from sriovdp.shared.simnode.kubelet import KubeletStandIn
+from tests.workers.plugin.conftest import BrokerThread, Node
+from tests.workers.plugin.test_worker import CHILD, NET, VFIO, listed
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def link(name: str, up: bool, present: bool = True) -> LinkState:
+    return LinkState(name, 9, "UP" if up else "DOWN", up, present)
+
+
+def publish_cached(broker: BrokerThread, message: Any) -> None:
+    """Publishes and waits until the broker has it (so late subscribers get it replayed)."""
+    broker.publish(message)
+    assert broker.wait_for(lambda e: e.message == message, 10)
+
+
+def health(kubelet: KubeletStandIn, resource: str, prefix: str) -> set[str]:
+    return {d.health for d in kubelet.devices(resource) if d.id.startswith(prefix)}
+
+
+def on_bus(spawn: Any, node: Node, resource: str, *args: str) -> Any:
+    return spawn(CHILD[resource], "--run-dir", str(node.run_dir), *args)
+
+
+def test_health_follows_pf_links(
+    demo: Node, kubelet: KubeletStandIn, broker: BrokerThread, spawn: Any
+) -> None:
+    publish_cached(broker, link("sim0pf1", up=False))  # before the worker exists
+    worker = on_bus(spawn, demo, NET)
+    assert kubelet.wait_for(lambda k: listed(k, NET, 8), 15), worker.log()
+    first = kubelet.history(NET)[0]  # right from the first list, thanks to the cache
+    assert {d.health for d in first if d.id.startswith("0000:05")} == {"Unhealthy"}
+    assert {d.health for d in first if d.id.startswith("0000:04")} == {"Healthy"}
+    broker.publish(link("sim0pf0", up=False))
+    assert kubelet.wait_for(lambda k: health(k, NET, "0000:04") == {"Unhealthy"}, 10)
+    assert kubelet.allocatable()[NET] == 0
+    with pytest.raises(grpc.RpcError) as err:
+        kubelet.allocate(NET, ["0000:04:00.1"])
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    broker.publish(link("sim0pf0", up=True))
+    broker.publish(link("sim0pf1", up=True))
+    assert kubelet.wait_for(lambda k: k.allocatable()[NET] == 8, 10)
+    assert kubelet.allocate(NET, ["0000:04:00.1"]).envs
+
+
+def test_ready_summary_and_heartbeat(
+    demo: Node, kubelet: KubeletStandIn, broker: BrokerThread, spawn: Any
+) -> None:
+    worker = on_bus(spawn, demo, VFIO, "--heartbeat-interval", "0.2")
+    child = CHILD[VFIO]
+    ready = broker.wait_for(lambda e: isinstance(e.message, WorkerReady), 15)
+    assert ready is not None and ready.message == WorkerReady(child, worker.proc.pid)
+    summary = broker.wait_for(
+        lambda e: isinstance(e.message, PoolSummary) and e.message.registered, 10
+    )
+    assert summary is not None
+    assert (summary.message.devices_total, summary.message.devices_healthy) == (4, 4)
+    assert broker.wait_for(lambda e: e.message == WorkerHeartbeat(child, worker.proc.pid), 10)
+    assert worker.terminate() == 0
+    assert broker.wait_for(
+        lambda e: isinstance(e.message, PoolSummary) and e.message.last_event == "stopped", 10
+    )
+
+
+def test_ready_without_kubelet(demo: Node, broker: BrokerThread, spawn: Any) -> None:
+    on_bus(spawn, demo, VFIO)
+    assert broker.wait_for(lambda e: isinstance(e.message, WorkerReady), 15)
+    summary = broker.wait_for(lambda e: isinstance(e.message, PoolSummary), 10)
+    assert summary is not None and not summary.message.registered
+
+
+def test_reregisters_on_kubelet_generation(
+    demo: Node, kubelet: KubeletStandIn, broker: BrokerThread, spawn: Any
+) -> None:
+    # a long heartbeat: the socket safety net cannot be what heals it here
+    worker = on_bus(spawn, demo, VFIO, "--heartbeat-interval", "60")
+    assert kubelet.wait_for(lambda k: listed(k, VFIO, 4), 15)
+    broker.publish(KubeletSocketState(True, os.stat(kubelet.socket).st_ino, 1))
+    for generation in range(2, 5):
+        before = kubelet.endpoint(VFIO)
+        kubelet.restart()
+        broker.publish(KubeletSocketState(True, os.stat(kubelet.socket).st_ino, generation))
+        assert kubelet.wait_for(
+            lambda k, b=before: listed(k, VFIO, 4) and k.endpoint(VFIO) != b, 10
+        ), worker.log()
+    assert worker.proc.poll() is None
+    assert demo.sockets() == sorted(["kubelet.sock", kubelet.endpoint(VFIO) or ""])
+
+
+def test_reregisters_when_own_socket_deleted(
+    demo: Node, kubelet: KubeletStandIn, broker: BrokerThread, spawn: Any
+) -> None:
+    worker = on_bus(spawn, demo, VFIO, "--heartbeat-interval", "60")
+    assert kubelet.wait_for(lambda k: listed(k, VFIO, 4), 15)
+    own = kubelet.endpoint(VFIO) or ""
+    broker.publish(PluginSocketDeleted("intel-com_other-0badc0de.sock", 1))  # not ours: ignored
+    inode = os.stat(demo.plugin_dir / own).st_ino
+    os.unlink(demo.plugin_dir / own)
+    broker.publish(PluginSocketDeleted(own, inode))
+    assert kubelet.wait_for(lambda k: listed(k, VFIO, 4) and k.endpoint(VFIO) != own, 10)
+    assert len(kubelet.registrations) == 2 and worker.proc.poll() is None
+
+
+def test_pf_link_gone_rescans_at_once(
+    demo: Node, kubelet: KubeletStandIn, broker: BrokerThread, spawn: Any
+) -> None:
+    worker = on_bus(spawn, demo, NET, "--rescan-interval", "600")
+    assert kubelet.wait_for(lambda k: listed(k, NET, 8), 15)
+    demo.sysfs.set_num_vfs("0000:03:00.0", 0)
+    broker.publish(link("sim0pf0", up=False, present=False))
+    assert kubelet.wait_for(lambda k: len(k.devices(NET)) == 4, 10), worker.log()
+    assert health(kubelet, NET, "0000:05") == {"Healthy"}
