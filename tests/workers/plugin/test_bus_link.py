@@ -73,7 +73,7 @@ def test_ready_summary_and_heartbeat(
     summary = broker.wait_for(
         lambda e: isinstance(e.message, PoolSummary) and e.message.registered, 10
     )
-    assert summary is not None
+    assert summary is not None and isinstance(summary.message, PoolSummary)
     assert (summary.message.devices_total, summary.message.devices_healthy) == (4, 4)
     assert broker.wait_for(lambda e: e.message == WorkerHeartbeat(child, worker.proc.pid), 10)
     assert worker.terminate() == 0
@@ -86,7 +86,8 @@ def test_ready_without_kubelet(demo: Node, broker: BrokerThread, spawn: Any) -> 
     on_bus(spawn, demo, VFIO)
     assert broker.wait_for(lambda e: isinstance(e.message, WorkerReady), 15)
     summary = broker.wait_for(lambda e: isinstance(e.message, PoolSummary), 10)
-    assert summary is not None and not summary.message.registered
+    assert summary is not None and isinstance(summary.message, PoolSummary)
+    assert not summary.message.registered
 
 
 def test_reregisters_on_kubelet_generation(
@@ -100,9 +101,11 @@ def test_reregisters_on_kubelet_generation(
         before = kubelet.endpoint(VFIO)
         kubelet.restart()
         broker.publish(KubeletSocketState(True, os.stat(kubelet.socket).st_ino, generation))
-        assert kubelet.wait_for(
-            lambda k, b=before: listed(k, VFIO, 4) and k.endpoint(VFIO) != b, 10
-        ), worker.log()
+
+        def moved(k: KubeletStandIn, old: str | None = before) -> bool:
+            return listed(k, VFIO, 4) and k.endpoint(VFIO) != old
+
+        assert kubelet.wait_for(moved, 10), worker.log()
     assert worker.proc.poll() is None
     assert demo.sockets() == sorted(["kubelet.sock", kubelet.endpoint(VFIO) or ""])
 
