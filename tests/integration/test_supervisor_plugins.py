@@ -1,0 +1,144 @@
+"""The supervisor with the real plugin workers against the kubelet stand-in (no root needed).
+
+A pool worker killed with SIGKILL is serving and registered again while the other pools' open
+ListAndWatch streams never end; a reload that leaves a pool unchanged leaves its stream alone too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from sriovdp.proto import api_pb2, api_pb2_grpc
+from sriovdp.shared.simnode import demo_config, demo_node
+from sriovdp.shared.simnode.kubelet import KubeletStandIn
+from tests.integration.test_supervisor_lifecycle import Supervisor, wait_until
+
+pytestmark = pytest.mark.timeout(90)
+
+NET, VFIO, UIO = (f"intel.com/{n}" for n in ("sriov_net_A", "sriov_vfio", "sriov_uio"))
+
+
+class Stream:
+    """A ListAndWatch stream of our own on one plugin's socket, read in a thread."""
+
+    def __init__(self, socket: Path) -> None:
+        self.channel = grpc.insecure_channel(f"unix:{socket}")
+        stub = api_pb2_grpc.DevicePluginStub(self.channel)
+        self.call = stub.ListAndWatch(api_pb2.Empty())
+        self.lists = 0
+        self.ended = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for _ in self.call:
+                self.lists += 1
+        except grpc.RpcError:
+            pass
+        finally:
+            self.ended.set()
+
+    def close(self) -> None:
+        self.call.cancel()
+        self.channel.close()
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[tuple[Path, KubeletStandIn]]:
+    demo_node(tmp_path / "sys")
+    (tmp_path / "proc" / "net").mkdir(parents=True)
+    (tmp_path / "plugins").mkdir()
+    kubelet = KubeletStandIn(tmp_path / "plugins")
+    yield tmp_path, kubelet
+    kubelet.stop()
+
+
+def start(base: Path, mode: str) -> Supervisor:
+    args = ("--proc-root", str(base / "proc"), "--devinfo-dir", str(base / "devinfo"))
+    args += ("--cdi-dir", str(base / "cdi"))
+    return Supervisor(base, mode=mode, entry=None, args=args, config_text=json.dumps(demo_config()))
+
+
+def all_up(k: KubeletStandIn) -> bool:
+    alloc = k.allocatable()
+    return len(alloc) == 3 and all(v > 0 for v in alloc.values())
+
+
+@pytest.mark.parametrize("mode", ["zygote", "exec"])
+def test_killed_pool_comes_back_while_other_streams_never_end(
+    node: tuple[Path, KubeletStandIn], mode: str
+) -> None:
+    base, kubelet = node
+    sup = start(base, mode)
+    streams: list[Stream] = []
+    try:
+        assert kubelet.wait_for(all_up, 20), sup.log_text()
+        rows = sup.wait_running()
+        for resource in (VFIO, UIO):
+            endpoint = kubelet.endpoint(resource)
+            assert endpoint is not None
+            streams.append(Stream(base / "plugins" / endpoint))
+        wait_until(lambda: all(s.lists >= 1 for s in streams))
+        kubelet_endpoints = {r: kubelet.endpoint(r) for r in (VFIO, UIO)}
+        old_net = kubelet.endpoint(NET)
+
+        os.kill(rows["intel-com_sriov_net_A"]["pid"], signal.SIGKILL)
+        assert kubelet.wait_for(
+            lambda k: k.endpoint(NET) != old_net and k.connected(NET) and all_up(k), 20
+        )
+        rows = sup.wait_running()
+        assert rows["intel-com_sriov_net_A"]["restarts"] == 1
+        assert rows["intel-com_sriov_net_A"]["registered"] is True
+        assert not any(s.ended.is_set() for s in streams)
+        assert {r: kubelet.endpoint(r) for r in (VFIO, UIO)} == kubelet_endpoints
+        assert all(kubelet.connected(r) for r in (VFIO, UIO))
+        for s in streams:
+            s.close()
+        assert sup.stop() == 0
+        left = [p.name for p in (base / "plugins").iterdir() if p.name != "kubelet.sock"]
+        assert left == []  # every worker removed its socket
+    finally:
+        for s in streams:
+            s.close()
+        if sup.proc.poll() is None:
+            sup.proc.kill()
+            sup.proc.wait()
+
+
+def test_reload_restarts_only_the_changed_pool(node: tuple[Path, KubeletStandIn]) -> None:
+    base, kubelet = node
+    sup = start(base, "zygote")
+    stream: Stream | None = None
+    try:
+        assert kubelet.wait_for(all_up, 20), sup.log_text()
+        before = {n: r["pid"] for n, r in sup.wait_running().items()}
+        endpoint = kubelet.endpoint(VFIO)
+        assert endpoint is not None
+        stream = Stream(base / "plugins" / endpoint)
+        wait_until(lambda: stream is not None and stream.lists >= 1)
+        config = demo_config()
+        config["resourceList"][2]["allocationPolicy"] = "packed"  # sriov_uio changes
+        sup.config.write_text(json.dumps(config))
+        assert sup.cli("reload", "--run-dir", str(sup.run_dir)).returncode == 0
+        changed: Callable[[], bool] = lambda: (  # noqa: E731
+            sup.rows()["intel-com_sriov_uio"]["pid"] not in (None, before["intel-com_sriov_uio"])
+        )
+        wait_until(changed)
+        rows = sup.wait_running()
+        assert rows["intel-com_sriov_vfio"]["pid"] == before["intel-com_sriov_vfio"]
+        assert rows["intel-com_sriov_net_A"]["pid"] == before["intel-com_sriov_net_A"]
+        assert kubelet.wait_for(all_up, 20)
+        assert not stream.ended.is_set()
+    finally:
+        if stream is not None:
+            stream.close()
+        sup.stop()
