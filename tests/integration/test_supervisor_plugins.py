@@ -31,7 +31,7 @@ class Stream:
 
     def __init__(self, socket: Path) -> None:
         self.channel = grpc.insecure_channel(f"unix:{socket}")
-        stub = api_pb2_grpc.DevicePluginStub(self.channel)
+        stub = api_pb2_grpc.DevicePluginStub(self.channel)  # type: ignore[no-untyped-call]
         self.call = stub.ListAndWatch(api_pb2.Empty())
         self.lists = 0
         self.ended = threading.Event()
@@ -63,8 +63,8 @@ def node(tmp_path: Path) -> Iterator[tuple[Path, KubeletStandIn]]:
 
 
 def start(base: Path, mode: str) -> Supervisor:
-    args = ("--proc-root", str(base / "proc"), "--devinfo-dir", str(base / "devinfo"))
-    args += ("--cdi-dir", str(base / "cdi"))
+    args: tuple[str, ...] = ("--proc-root", str(base / "proc"))
+    args += ("--devinfo-dir", str(base / "devinfo"), "--cdi-dir", str(base / "cdi"))
     return Supervisor(base, mode=mode, entry=None, args=args, config_text=json.dumps(demo_config()))
 
 
