@@ -73,6 +73,9 @@ class KubeletSocketState(Message):
     present: bool
     inode: int
     generation: int
+    #: change time of the file (0 when absent): with ``inode`` it identifies the file, since ext4
+    #: gives a freed inode number to the next file created (added; defaults for older callers)
+    ctime_ns: int = 0
 
     def topic(self) -> str:
         return "kubelet.socket.state"
