@@ -1,0 +1,161 @@
+"""Supervisor benchmark (runs the CLI, a kubelet stand-in and the real supervisor tree).
+
+For a scaled simulated node (default 8 PFs x 64 VFs, one pool per PF), per spawn mode:
+
+- ``registered_s``: from starting ``sriov-supervisor run`` to every pool registered with the
+  kubelet stand-in and advertising all its devices;
+- ``pss_mb``: memory of the whole process tree, the sum of ``Pss`` from
+  ``/proc/<pid>/smaps_rollup`` over the supervisor and all its descendants;
+- ``idle_cpu_ms``: utime+stime of the tree (``/proc/<pid>/stat``) over an idle window (10 s);
+- ``stop_s``: SIGTERM to exit 0.
+
+Targets: registered < 1 s, PSS < 100 MB, idle CPU < 20 ms per 10 s. Prints a table;
+``--json PATH`` writes the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from sriovdp.shared.simnode import scale_node
+from sriovdp.shared.simnode.kubelet import KubeletStandIn
+from sriovdp.supervisor.client import ControlClient
+
+TARGETS = {"registered_s": 1.0, "pss_mb": 100.0, "idle_cpu_ms": 20.0}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(") ", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def pss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def cpu_ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])  # utime, stime
+
+
+def config_for(pfs: int) -> dict[str, Any]:
+    return {
+        "resourceList": [
+            {"resourceName": f"pool{p}", "selectors": {"pfNames": [f"scl{p}"]}} for p in range(pfs)
+        ]
+    }
+
+
+def run_one(mode: str, pfs: int, vfs: int, idle_s: float) -> dict[str, Any]:
+    base = Path(tempfile.mkdtemp(prefix=f"bench-sup-{mode}-"))
+    scale_node(base / "sys", pfs, vfs)
+    (base / "proc" / "net").mkdir(parents=True)
+    (base / "plugins").mkdir()
+    (base / "config.json").write_text(json.dumps(config_for(pfs)))
+    kubelet = KubeletStandIn(base / "plugins")
+    argv = [sys.executable, "-m", "sriovdp", "run", "--config-file", str(base / "config.json")]
+    argv += ["--sysfs-root", str(base / "sys"), "--plugin-dir", str(base / "plugins")]
+    argv += ["--run-dir", str(base / "run"), "--proc-root", str(base / "proc")]
+    argv += ["--devinfo-dir", str(base / "devinfo"), "--cdi-dir", str(base / "cdi")]
+    argv += ["--spawn-mode", mode, "--log-level", "warning"]
+    log = (base / "supervisor.log").open("wb")
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=log, stderr=log)
+    try:
+
+        def registered(k: KubeletStandIn) -> bool:
+            alloc = k.allocatable()
+            return len(alloc) == pfs and all(v == vfs for v in alloc.values())
+
+        if not kubelet.wait_for(registered, 60):
+            raise RuntimeError(f"{mode}: pools never registered: {kubelet.allocatable()}")
+        registered_s = time.monotonic() - started
+        with ControlClient(base / "run") as client:
+            while not all(r["state"] == "RUNNING" for r in client.request("status")["children"]):
+                time.sleep(0.05)
+        time.sleep(2.0)  # let start-up work settle before measuring idle
+        tree = descendants(proc.pid)
+        pss = sum(pss_kb(p) for p in tree) / 1024
+        before = sum(cpu_ticks(p) for p in tree)
+        time.sleep(idle_s)
+        after = sum(cpu_ticks(p) for p in descendants(proc.pid))
+        idle_ms = (after - before) * 1000 / CLK_TCK * (10.0 / idle_s)
+        stop_started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(30)
+        stop_s = time.monotonic() - stop_started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        kubelet.stop()
+        log.close()
+    return {
+        "mode": mode,
+        "pools": pfs,
+        "vfs_per_pool": vfs,
+        "processes": len(tree),
+        "registered_s": round(registered_s, 3),
+        "pss_mb": round(pss, 1),
+        "pss_per_process_mb": round(pss / len(tree), 1),
+        "idle_cpu_ms": round(idle_ms, 1),
+        "stop_s": round(stop_s, 3),
+        "exit_code": rc,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pools", type=int, default=8)
+    parser.add_argument("--vfs", type=int, default=64)
+    parser.add_argument("--idle", type=float, default=10.0, help="idle window, seconds")
+    parser.add_argument("--modes", default="zygote,exec")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    results = [run_one(m, args.pools, args.vfs, args.idle) for m in args.modes.split(",")]
+    cols = ("mode", "processes", "registered_s", "pss_mb", "pss_per_process_mb")
+    cols += ("idle_cpu_ms", "stop_s", "exit_code")
+    print(f"{args.pools} pools x {args.vfs} VFs; targets: {TARGETS}")
+    print("  ".join(f"{c:>18}" for c in cols))
+    for r in results:
+        print("  ".join(f"{r[c]!s:>18}" for c in cols))
+    if args.json:
+        args.json.write_text(json.dumps({"targets": TARGETS, "results": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
