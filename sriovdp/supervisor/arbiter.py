@@ -42,7 +42,7 @@ class Timeouts:
     heartbeat: float = 15.0  # RUNNING child silent this long: TERM, then restart
     start: float = 30.0  # STARTING without READY this long: TERM, then restart
     stop_grace: float = 3.0  # SIGTERM -> SIGKILL
-    tick: float = 1.0  # longest sleep of the loop when nothing is due
+    tick: float = 5.0  # longest sleep of the loop when nothing is due (also <= heartbeat / 3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +232,7 @@ class Arbiter:
     def next_deadline(self) -> float:
         """When reconcile() has something to do at the latest (the loop sleeps until then)."""
         now = self.clock()
-        due = now + self.timeouts.tick
+        due = now + min(self.timeouts.tick, self.timeouts.heartbeat / 3, self.timeouts.start / 3)
         for child in self.children.values():
             if child.state == S.BACKOFF:
                 due = min(due, child.next_start_at)
