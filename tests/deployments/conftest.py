@@ -31,6 +31,7 @@ def daemonset() -> dict[str, Any]:
 
 def plugin_container() -> dict[str, Any]:
     (container,) = daemonset()["spec"]["template"]["spec"]["containers"]
+    assert isinstance(container, dict)
     return container
 
 

@@ -63,10 +63,10 @@ def parse_dockerfile(path: Path) -> tuple[dict[str, str], list[Stage]]:
         if keyword == "FROM":
             words = rest.split()
             base = words[0]
-            for name, default in args.items():
-                base = base.replace("${" + name + "}", default).replace("$" + name, default)
-            name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
-            stages.append(Stage(base, name))
+            for arg, default in args.items():
+                base = base.replace("${" + arg + "}", default).replace("$" + arg, default)
+            alias = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
+            stages.append(Stage(base, alias))
         elif not stages:
             assert keyword == "ARG", f"{keyword} before the first FROM"
             key, _, default = rest.partition("=")
