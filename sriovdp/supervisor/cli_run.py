@@ -69,6 +69,7 @@ _timeouts = Timeouts()
     default=_timeouts.stop_grace,
     envvar=options.envvar("--stop-grace"),
     show_default=True,
+    show_envvar=True,
     help="Seconds between SIGTERM and SIGKILL when stopping a child.",
 )
 @click.option(
