@@ -1,4 +1,4 @@
-"""End to end: kubelet restarts and lost sockets, seen by the kubelet watcher, healed by re-registration.
+"""End to end: kubelet restarts and lost sockets, healed by re-registration (kubelet watcher).
 
 The real supervisor with 4 pools against the kubelet stand-in (no root needed): every restart of
 the stand-in (all sockets deleted, a new ``kubelet.sock``) must end with every pool registered
