@@ -1,9 +1,9 @@
 """Kubelet restart benchmark: a new ``kubelet.sock`` to every pool registered again.
 
 A simulated node with one pool per PF (default 8 pools x 8 VFs), the real supervisor and the
-kubelet stand-in in this process. Each restart does what a kubelet restart does: stop serving, delete
-every unix socket in the plugin directory, then serve a new ``kubelet.sock``. The clock starts just
-before the new ``kubelet.sock`` is bound and measures:
+kubelet stand-in in this process. Each restart does what a kubelet restart does: stop serving,
+delete every unix socket in the plugin directory, then serve a new ``kubelet.sock``. The clock
+starts just before the new ``kubelet.sock`` is bound and measures:
 
 - ``registered``: until the last pool's Register of this generation was answered (the stand-in
   answers only after dialling the plugin back, as the kubelet does);
