@@ -342,6 +342,10 @@ def main(argv: list[str]) -> int:
     monitor = HealthMonitor(args.name, source, bus, args.republish_interval)
     hb_interval = max(0.1, args.heartbeat_interval)
     stale_check_until = time.monotonic() + STALE_CHECK_WINDOW
+    poller = zmq.Poller()
+    poller.register(wakeup.fileno(), zmq.POLLIN)
+    poller.register(bus.sub_socket, zmq.POLLIN)
+    polled_fd: int | None = None
     try:
         monitor.start()
         next_hb = time.monotonic()
@@ -353,12 +357,13 @@ def main(argv: list[str]) -> int:
             if stale_check_until and now >= stale_check_until:
                 bus.sub_socket.setsockopt(zmq.UNSUBSCRIBE, b"link.")
                 stale_check_until = 0.0
-            poller = zmq.Poller()
-            poller.register(wakeup.fileno(), zmq.POLLIN)
-            poller.register(bus.sub_socket, zmq.POLLIN)
-            fd = monitor.fileno()
-            if fd is not None:
-                poller.register(fd, zmq.POLLIN)
+            fd = monitor.fileno()  # changes when the socket was reopened (or is closed)
+            if fd != polled_fd:
+                if polled_fd is not None:
+                    poller.unregister(polled_fd)
+                if fd is not None:
+                    poller.register(fd, zmq.POLLIN)
+                polled_fd = fd
             deadline = min(next_hb, monitor.next_deadline())
             if stale_check_until:
                 deadline = min(deadline, stale_check_until)
