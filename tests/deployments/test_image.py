@@ -169,11 +169,6 @@ def test_builder_copy_set_builds_a_wheel_with_the_console_script(
     assert "sriovdp/proto/api.proto" in names
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli_run.py: --stop-grace lacks show_envvar=True, so `run --help` hides "
-    "SRIOV_DP_STOP_GRACE (requested; remove this marker with the fix)",
-)
 def test_run_help_lists_every_option_and_variable_the_daemonset_passes() -> None:
     result = CliRunner().invoke(cli_group(), ["run", "--help"], terminal_width=200)
     assert result.exit_code == 0, result.output
