@@ -61,7 +61,6 @@ _DIR_MASK = (
     | inotify.IN_DELETE_SELF
     | inotify.IN_MOVE_SELF
     | inotify.IN_ONLYDIR
-    | inotify.IN_DONT_FOLLOW
 )
 _ANCESTOR_MASK = (
     inotify.IN_CREATE
@@ -265,10 +264,25 @@ class PluginDirWatcher:
         self._unknown.clear()
         self._kubelet_absent()
 
+    @property
+    def notifier(self) -> inotify.Inotify | None:
+        """The inotify instance, None when polling (from the start, or after giving up on it)."""
+        return self._notifier
+
     def _arm(self) -> None:
-        """Watches the plugin dir, or the nearest existing ancestor while it does not exist."""
+        """Watches the plugin dir (or an ancestor while it is missing); polls if it cannot."""
         if self._notifier is None:
             return
+        try:
+            self._arm_inotify()
+        except OSError as exc:  # e.g. ENOSPC: the per-user watch limit is reached
+            log.warning("cannot watch %s (%s): polling it instead", self.plugin_dir, exc)
+            self._notifier.close()
+            self._notifier = None
+            self._dir_wd = self._ancestor_wd = None
+
+    def _arm_inotify(self) -> None:
+        assert self._notifier is not None
         for _ in range(64):  # bounded: each pass either watches the dir or one ancestor
             try:
                 self._dir_wd = self._notifier.add_watch(self.plugin_dir, _DIR_MASK)
@@ -412,19 +426,27 @@ def main(argv: list[str]) -> int:
             )
     else:
         log.info("polling %s every %.1f s (--poll)", plugin_dir, args.poll_interval)
+    watcher: PluginDirWatcher | None = None
     try:
-        adopted = adopt_retained(bus, started_ns, ADOPT_TIMEOUT)
-        watcher = PluginDirWatcher(plugin_dir, bus, notifier, adopted=adopted)
+        watcher = PluginDirWatcher(
+            plugin_dir, bus, notifier, adopted=adopt_retained(bus, started_ns, ADOPT_TIMEOUT)
+        )
         watcher.start()
         bus.publish(WorkerReady(args.name, os.getpid()))
         poller = select.poll()
         poller.register(wakeup.fileno(), select.POLLIN)
-        if notifier is not None:
-            poller.register(notifier.fileno(), select.POLLIN)
+        polled: inotify.Inotify | None = None
         hb_interval = max(0.1, args.heartbeat_interval)
         next_hb = time.monotonic()
         next_poll = time.monotonic() + args.poll_interval
         while not stop.is_set():
+            notifier = watcher.notifier
+            if notifier is not polled:  # started, or inotify was given up
+                if polled is not None:
+                    poller.unregister(polled.fileno())
+                if notifier is not None:
+                    poller.register(notifier.fileno(), select.POLLIN)
+                polled = notifier
             now = time.monotonic()
             if now >= next_hb:
                 bus.publish(WorkerHeartbeat(args.name, os.getpid()))
@@ -440,7 +462,9 @@ def main(argv: list[str]) -> int:
                 elif fd == wakeup.fileno():
                     wakeup.drain()
     finally:
-        if notifier is not None:
+        if watcher is not None:
+            watcher.close()  # closes the inotify instance it holds
+        elif notifier is not None:
             notifier.close()
         bus.close()
         wakeup.close()

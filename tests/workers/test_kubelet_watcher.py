@@ -6,6 +6,7 @@ a "kubelet restart" deletes every socket in the directory and binds a new ``kube
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import socket
@@ -318,3 +319,35 @@ def test_inotify_queue_overflow_rescans(plugin_dir: Path) -> None:
     assert isinstance(bus.sent[2], KubeletSocketState)
     assert _ident(bus.sent[2]) == (True, inode, 1)
     assert bus.sent[2].ctime_ns == os.lstat(plugin_dir / "kubelet.sock").st_ctime_ns
+
+
+class FullInotify(inotify.Inotify):
+    """An inotify instance whose watches are refused, as when max_user_watches is reached."""
+
+    def add_watch(self, path: Path | str, mask: int) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+def test_refused_watch_falls_back_to_polling(plugin_dir: Path) -> None:
+    bus = FakeBus()
+    watcher = PluginDirWatcher(plugin_dir, bus, FullInotify())
+    watcher.start()
+    assert watcher.notifier is None
+    inode = make_socket(plugin_dir / "kubelet.sock")
+    watcher.rescan()  # what the polling loop does
+    assert isinstance(bus.sent[-1], KubeletSocketState)
+    assert _ident(bus.sent[-1]) == (True, inode, 1)
+
+
+def test_plugin_dir_behind_a_symlink_is_watched(plugin_dir: Path) -> None:
+    link = plugin_dir.parent / "plugins-link"
+    link.symlink_to(plugin_dir)
+    bus = FakeBus()
+    with inotify.Inotify() as notifier:
+        watcher = PluginDirWatcher(link, bus, notifier)
+        watcher.start()
+        assert watcher.notifier is notifier
+        inode = make_socket(plugin_dir / "kubelet.sock")
+        watcher.on_events(notifier.read())
+    assert isinstance(bus.sent[-1], KubeletSocketState)
+    assert _ident(bus.sent[-1]) == (True, inode, 1)
