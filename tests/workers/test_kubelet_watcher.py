@@ -223,6 +223,10 @@ def test_fifty_kubelet_restarts_each_seen(
     assert {d.name for d in _deleted(listener)} == {
         f"pool{p}-{i}.sock" for p in range(4) for i in range(50)
     }
+    # a worker that starts now learns the current state from the broker's last-value cache
+    late = listen("kubelet.socket.")
+    assert late.wait_until(lambda: bool(_states(late)))
+    assert _ident(_states(late)[-1]) == (True, last, 51)
     assert proc.terminate() == 0
 
 
