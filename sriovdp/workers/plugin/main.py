@@ -143,6 +143,7 @@ class Worker:
             registration.Backoff(cap=args.register_backoff_max),
         )
         self._kubelet_inode = registration.kubelet_inode
+        self._kubelet_generation: int | None = None
         self.bus: Any = None
         self._ready_sent = False
         self._summary_lock = threading.Lock()
@@ -239,8 +240,11 @@ class Worker:
             self.registrar.forget("kubelet.sock gone")
             self.publish_summary("kubelet.sock gone")
             return
+        previous, self._kubelet_generation = self._kubelet_generation, message.generation
         if not self.server.socket_intact():
             self.serve(f"kubelet generation {message.generation}, own socket gone")
+        elif previous is not None and message.generation != previous:
+            self.registrar.kick(force=True)  # a new kubelet, even if it reused the inode number
         elif message.inode != self.registrar.registered_inode:
             self.registrar.kick()
 

@@ -111,13 +111,23 @@ class Registrar:
             self._retry_at = None
             self._cond.notify_all()
 
-    def kick(self) -> bool:
-        """Retries now unless registered on the current kubelet.sock; returns whether it will."""
+    def kick(self, force: bool = False) -> bool:
+        """Retries now unless registered on the current kubelet.sock; returns whether it will.
+
+        ``force`` re-registers even when the inode looks unchanged: file systems reuse a freed
+        inode number at once, so after a kubelet restart the new ``kubelet.sock`` often has the
+        old number; the kubelet watcher's generation is the reliable signal.
+        """
         inode = kubelet_inode(self.plugin_dir)
         with self._cond:
             if self._target is None:
                 return False
-            if self.registered and inode is not None and inode == self.registered_inode:
+            if (
+                not force
+                and self.registered
+                and inode is not None
+                and inode == self.registered_inode
+            ):
                 return False
             self.registered_endpoint = None
             self._pending = True

@@ -110,6 +110,21 @@ def test_reregisters_on_kubelet_generation(
     assert demo.sockets() == sorted(["kubelet.sock", kubelet.endpoint(VFIO) or ""])
 
 
+def test_new_generation_reregisters_even_with_a_reused_inode(
+    demo: Node, kubelet: KubeletStandIn, broker: BrokerThread, spawn: Any
+) -> None:
+    # file systems hand a freed inode number to the next file: a new kubelet.sock with the old
+    # number and our own socket untouched must still lead to a new registration
+    worker = on_bus(spawn, demo, VFIO, "--heartbeat-interval", "60")
+    assert kubelet.wait_for(lambda k: listed(k, VFIO, 4), 15)
+    inode = os.stat(kubelet.socket).st_ino
+    broker.publish(KubeletSocketState(True, inode, 1))
+    before = len(kubelet.registrations)
+    broker.publish(KubeletSocketState(True, inode, 2))
+    assert kubelet.wait_for(lambda k: len(k.registrations) > before, 10), worker.log()
+    assert kubelet.registrations[-1].endpoint == kubelet.endpoint(VFIO)
+
+
 def test_reregisters_when_own_socket_deleted(
     demo: Node, kubelet: KubeletStandIn, broker: BrokerThread, spawn: Any
 ) -> None:
