@@ -32,8 +32,8 @@ test: $(TSTAMP)
 
 ## lint: ruff (lint + format check) and mypy --strict on the package
 lint: $(TSTAMP)
-	$(BIN)/ruff check sriovdp tests bench
-	$(BIN)/ruff format --check sriovdp tests bench
+	$(BIN)/ruff check sriovdp tests bench docs
+	$(BIN)/ruff format --check sriovdp tests bench docs
 	$(BIN)/mypy
 
 ## proto: regenerate the v1beta1 Python code from sriovdp/proto/api.proto
