@@ -26,6 +26,7 @@ import pytest
 from sriovdp.shared.simnode import scale_node, vf_address
 from sriovdp.shared.simnode.kubelet import KubeletStandIn
 from sriovdp.supervisor.client import ControlClient
+from tests.harness.netns import CAN_CREATE, SKIP_REASON, NetNS
 
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = "intel.com"
@@ -164,41 +165,9 @@ class SimNode:
         return check
 
 
-class NetNS:
-    """A network namespace with one veth pair per PF netdev (``scl<p>`` / ``scl<p>p``)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def ip(self, *args: str) -> str:
-        out = subprocess.run(
-            ["ip", "-n", self.name, *args], check=True, capture_output=True, text=True
-        )
-        return out.stdout
-
-    def batch(self, commands: list[str]) -> None:
-        subprocess.run(
-            ["ip", "-n", self.name, "-batch", "-"],
-            input="\n".join(commands) + "\n",
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-
-    def healthy(self) -> dict[str, bool]:
-        """ifname -> the kernel's view: operstate UP and carrier (what makes a PF healthy)."""
-        links = json.loads(self.ip("-j", "link", "show"))
-        return {
-            link["ifname"]: link["operstate"] == "UP" and "LOWER_UP" in link.get("flags", [])
-            for link in links
-        }
-
-
 def create_netns(pfs: int) -> NetNS:
     name = f"sdpe-{os.getpid()}-{time.monotonic_ns() % 1_000_000}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    ns = NetNS(name)
-    ns.ip("link", "set", "lo", "up")
+    ns = NetNS.create(name)
     commands = []
     for p in range(pfs):
         commands.append(f"link add {pf_netdev(p)} type veth peer name {pf_netdev(p)}p")
@@ -209,12 +178,12 @@ def create_netns(pfs: int) -> NetNS:
 
 
 def delete_netns(ns: NetNS) -> None:
-    subprocess.run(["ip", "netns", "del", ns.name], check=False)
+    ns.delete()
 
 
 def needs_root() -> None:
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.skip("needs root and iproute2 to create network namespaces and veth pairs")
+    if not CAN_CREATE:
+        pytest.skip(SKIP_REASON)
 
 
 @pytest.fixture

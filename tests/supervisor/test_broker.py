@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,36 +11,7 @@ import zmq
 
 from sriovdp.shared.bus import BusClient, RunDir
 from sriovdp.shared.messages import Envelope, LinkState, WorkerHeartbeat
-from sriovdp.supervisor.broker import Broker
-
-
-class BrokerThread:
-    """Runs a broker in a thread of the test process (the supervisor runs it in its loop)."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self.seen: list[Envelope] = []
-        self.broker = Broker(self.ctx, run_dir, on_message=self.seen.append)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self.broker.pull, zmq.POLLIN)
-        poller.register(self.broker.xpub, zmq.POLLIN)
-        while not self._stop.is_set():
-            for sock, _ in poller.poll(20):
-                if sock is self.broker.pull:
-                    self.broker.handle_pull()
-                else:
-                    self.broker.handle_xpub()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.broker.close()
-        self.ctx.term()
+from tests.harness.broker import BrokerThread
 
 
 @pytest.fixture

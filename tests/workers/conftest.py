@@ -8,62 +8,26 @@ network namespace when they need links. Namespaces are named uniquely per test a
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import zmq
 
 from sriovdp.shared.bus import BusClient
 from sriovdp.shared.messages import Envelope, LinkState, Message
-from sriovdp.supervisor.broker import Broker
+from tests.harness.broker import BrokerThread
+from tests.harness.netns import CAN_CREATE, SKIP_REASON, NetNS
 
-IS_ROOT = os.geteuid() == 0
-HAS_IP = shutil.which("ip") is not None
-needs_netns = pytest.mark.skipif(
-    not (IS_ROOT and HAS_IP),
-    reason="needs root and iproute2 to create network namespaces and veth pairs",
-)
+needs_netns = pytest.mark.skipif(not CAN_CREATE, reason=SKIP_REASON)
 
 _ns_counter = itertools.count()
-
-
-class BrokerThread:
-    """The supervisor's bus broker, run in a thread of the test process."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = run_dir
-        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self.broker = Broker(self.ctx, run_dir)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self.broker.pull, zmq.POLLIN)
-        poller.register(self.broker.xpub, zmq.POLLIN)
-        while not self._stop.is_set():
-            for sock, _ in poller.poll(20):
-                if sock is self.broker.pull:
-                    self.broker.handle_pull()
-                else:
-                    self.broker.handle_xpub()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.broker.close()
-        self.ctx.term()
 
 
 @pytest.fixture
@@ -131,58 +95,15 @@ def listen(broker: BrokerThread) -> Iterator[Callable[..., Listener]]:
         c.close()
 
 
-class NetNS:
-    """A network namespace of a test, driven with iproute2."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def ip(self, *args: str) -> str:
-        out = subprocess.run(
-            ["ip", "-n", self.name, *args], check=True, capture_output=True, text=True
-        )
-        return out.stdout
-
-    def batch(self, commands: list[str]) -> None:
-        """Runs many ``ip`` commands in one process (fast enough to flood netlink)."""
-        subprocess.run(
-            ["ip", "-n", self.name, "-batch", "-"],
-            input="\n".join(commands) + "\n",
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-
-    def add_veth(self, name: str, peer: str, up: bool = True) -> None:
-        self.ip("link", "add", name, "type", "veth", "peer", "name", peer)
-        if up:
-            self.ip("link", "set", name, "up")
-            self.ip("link", "set", peer, "up")
-
-    def kernel_links(self) -> dict[str, tuple[str, bool]]:
-        """ifname -> (operstate, carrier) as the kernel reports them now."""
-        links = json.loads(self.ip("-j", "link", "show"))
-        return {
-            link["ifname"]: (link["operstate"], "LOWER_UP" in link.get("flags", []))
-            for link in links
-        }
-
-    def popen(self, argv: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(["ip", "netns", "exec", self.name, *argv], **kwargs)  # type: ignore[call-overload, no-any-return]
-
-
 @pytest.fixture
 def netns() -> Iterator[NetNS]:
-    if not (IS_ROOT and HAS_IP):
-        pytest.skip("needs root and iproute2 to create network namespaces and veth pairs")
-    name = f"sdpt-{os.getpid()}-{next(_ns_counter)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
+    if not CAN_CREATE:
+        pytest.skip(SKIP_REASON)
+    ns = NetNS.create(f"sdpt-{os.getpid()}-{next(_ns_counter)}")
     try:
-        ns = NetNS(name)
-        ns.ip("link", "set", "lo", "up")
         yield ns
     finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
+        ns.delete()
 
 
 def worker_argv(role: str, name: str, run_dir: Path, *extra: str) -> list[str]:

@@ -10,19 +10,15 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-import zmq
 
-from sriovdp.shared.bus import BusClient
-from sriovdp.shared.messages import Envelope, Message
 from sriovdp.shared.simnode import FakeSysfs, demo_config, demo_node
 from sriovdp.shared.simnode.kubelet import KubeletStandIn
-from sriovdp.supervisor.broker import Broker
+from tests.harness.broker import BrokerThread
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -84,60 +80,6 @@ class Worker:
 
     def wait(self, timeout: float = 10.0) -> int:
         return self.proc.wait(timeout)
-
-
-class BrokerThread:
-    """The supervisor's bus broker, run in a thread of the test process."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = run_dir
-        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self.seen: list[Envelope] = []
-        self._cond = threading.Condition()
-        self.broker = Broker(self.ctx, run_dir, on_message=self._record)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _record(self, env: Envelope) -> None:
-        with self._cond:
-            self.seen.append(env)
-            self._cond.notify_all()
-
-    def _run(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self.broker.pull, zmq.POLLIN)
-        poller.register(self.broker.xpub, zmq.POLLIN)
-        while not self._stop.is_set():
-            for sock, _ in poller.poll(20):
-                if sock is self.broker.pull:
-                    self.broker.handle_pull()
-                else:
-                    self.broker.handle_xpub()
-
-    def publish(self, message: Message) -> None:
-        """Publishes through a producer client (the broker itself is not thread-safe)."""
-        client = BusClient(self.run_dir, "test")
-        client.publish(message)
-        client.close()  # lingers until the message is handed to the broker
-
-    def wait_for(self, predicate: Any, timeout: float = 10.0) -> Envelope | None:
-        """The first seen message for which ``predicate(env)`` holds, waiting up to ``timeout``."""
-        with self._cond:
-            found: list[Envelope] = []
-
-            def check() -> bool:
-                found[:] = [e for e in self.seen if predicate(e)]
-                return bool(found)
-
-            self._cond.wait_for(check, timeout)
-            return found[0] if found else None
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.broker.close()
-        self.ctx.term()
 
 
 def worker_env() -> dict[str, str]:
