@@ -1,0 +1,107 @@
+"""Chaos: 8 pools allocating continuously while children are SIGKILLed and the kubelet restarts.
+
+See :mod:`tests.reliability.chaos` for how failures are judged. Duration: ``SRIOV_DP_CHAOS_SECONDS``
+(default 20; ``bench/bench_chaos.py`` runs 60). After the run: every pool registered with its
+complete list, no leaked process, socket, supervisor fd or device-info file.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.conftest import SimNode, resource
+from tests.reliability.chaos import Chaos
+from tests.reliability.procs import (
+    alive,
+    descendants,
+    fd_count,
+    settle,
+    unix_sockets_in,
+    zombie,
+)
+
+SECONDS = float(os.environ.get("SRIOV_DP_CHAOS_SECONDS", "20"))
+POOLS = 8
+VFS = 4
+RUN_SOCKETS = {"bus-in.sock", "bus-out.sock", "control.sock"}
+
+pytestmark = pytest.mark.timeout(SECONDS + 120)
+
+
+@pytest.fixture
+def node() -> Iterator[SimNode]:
+    n = SimNode(POOLS, VFS)
+    try:
+        n.start_supervisor()
+        yield n
+    finally:
+        n.close()
+
+
+def steady(node: SimNode) -> None:
+    """Every pool registered with its full list and every child RUNNING."""
+    k = node.stand_in()
+    assert k.wait_for(node.all_registered(), 60), node.log_text()
+    assert settle(lambda: all(r["state"] == "RUNNING" for r in node.rows().values()), 30), (
+        node.rows()
+    )
+
+
+def plugin_sockets(node: SimNode) -> set[str]:
+    k = node.stand_in()
+    return {"kubelet.sock"} | {str(k.endpoint(resource(p))) for p in range(node.pfs)}
+
+
+def test_chaos_other_pools_never_fail_and_nothing_leaks(node: SimNode) -> None:
+    assert node.proc is not None
+    sup = node.proc.pid
+    steady(node)
+    time.sleep(1.0)  # let start-up connections settle before counting fds
+    fds_before = fd_count(sup)
+    tree_before = descendants(sup)
+
+    chaos = Chaos(node, SECONDS, seed=int(os.environ.get("SRIOV_DP_CHAOS_SEED", "0")) or None)
+    report = chaos.run()
+    print("\n" + report.table())
+
+    # every pool comes back with its complete list, every child RUNNING
+    steady(node)
+    for p in report.pools:
+        assert p.attempted > 0 and p.ok > 0, p.row()
+    assert report.unexpected == 0, [(p.resource, p.unexpected_errors) for p in report.pools]
+    kills = [e for _, e in report.events if e.startswith("kill")]
+    assert kills, report.events  # the run did something
+
+    # no leaked process: the tree has the same size as before, no zombie, every killed pid gone
+    assert settle(lambda: len(descendants(sup)) == len(tree_before), 15), (
+        sorted(tree_before),
+        sorted(descendants(sup)),
+    )
+    assert not [pid for pid in descendants(sup) if zombie(pid)]
+    assert not [pid for _, _, pid in chaos.kills if alive(pid)]
+    # no leaked socket: the kubelet's and one per pool in the plugin dir, three in the run dir
+    assert settle(lambda: unix_sockets_in(node.plugin_dir) == plugin_sockets(node), 10), (
+        unix_sockets_in(node.plugin_dir),
+        plugin_sockets(node),
+    )
+    assert unix_sockets_in(node.run_dir) == RUN_SOCKETS
+    # no leaked fd in the supervisor (peers' connections close when they die)
+    assert settle(lambda: fd_count(sup) <= fds_before, 15), (fds_before, fd_count(sup))
+
+    # graceful stop: nothing left behind, no device-info file of a stopped pool
+    seen = report.seen_pids | descendants(sup)
+    node.proc.send_signal(signal.SIGTERM)
+    assert node.proc.wait(20) == 0, node.log_text()
+    assert settle(lambda: not [pid for pid in seen if alive(pid)], 5), [
+        pid for pid in seen if alive(pid)
+    ]
+    assert unix_sockets_in(node.plugin_dir) == {"kubelet.sock"}
+    assert not unix_sockets_in(node.run_dir)
+    devinfo = node.base / "devinfo"
+    left = sorted(p.name for p in devinfo.iterdir()) if devinfo.exists() else []
+    assert left == [], left
