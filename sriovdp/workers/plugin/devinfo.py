@@ -3,8 +3,9 @@
 Written at Allocate, atomically (temp file in the same directory, then rename), one file per
 device; the body is precomputed by ``allocation``. The directory is on tmpfs on a real node, so no
 fsync. A failed write (read-only directory, disk full) is logged by the caller, counted here, and
-never fails the Allocate. On a graceful stop the files this process wrote are removed; on a crash
-they stay (running pods may be using them).
+never fails the Allocate. On a graceful stop the files this process wrote are removed, and those of
+the pool's devices it found at start (left by a crashed predecessor); on a crash they stay
+(running pods may be using them).
 """
 
 from __future__ import annotations
@@ -42,8 +43,17 @@ class DevInfoWriter:
         self.failures = 0
         self.last_error: str | None = None
         self._written: set[str] = set()
+        self._adopted: set[str] = set()  # left by a crashed predecessor: removed, never trusted
         self._lock = threading.Lock()
         self._dir_ready = False
+
+    def adopt(self, names: Iterable[str]) -> int:
+        """Takes over the files of this pool that already exist (a crashed predecessor kept them
+        for running pods), so that a graceful stop removes them too; returns how many."""
+        found = {n for n in names if os.path.exists(self.directory / n)}
+        with self._lock:
+            self._adopted |= found
+        return len(found)
 
     def write(self, entries: Iterable[Prepared]) -> list[str]:
         """Writes the files of allocated devices; returns the errors (empty when all went well).
@@ -80,7 +90,8 @@ class DevInfoWriter:
         """Removes the files this process wrote (graceful stop); returns how many were removed."""
         removed = 0
         with self._lock:
-            names, self._written = self._written, set()
+            names = self._written | self._adopted
+            self._written, self._adopted = set(), set()
         for name in names:
             try:
                 os.unlink(self.directory / name)

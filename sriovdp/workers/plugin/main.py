@@ -133,6 +133,7 @@ class Worker:
 
         self.state = PoolState(pool, found.devices, build_table)
         self.devinfo = devinfo.DevInfoWriter(args.devinfo_dir)
+        self.devinfo.adopt(e.devinfo_name for e in self.state.view.allocation.prepared.values())
         self.cdi = CdiSpecFile(args.cdi_dir, self.child) if args.use_cdi else None
         self.servicer = servicer.DevicePluginServicer(self.state, self.devinfo)
         self.server = PluginServer(args.plugin_dir, self.child, self.servicer)

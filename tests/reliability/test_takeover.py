@@ -1,0 +1,95 @@
+"""The supervisor SIGKILLed and started again on the same run dir; device-info files after a
+worker crash."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sriovdp.shared.bus import RunDir
+from tests.integration.conftest import SimNode, resource
+from tests.reliability.chaos import pool_child
+from tests.reliability.procs import alive, descendants, settle, unix_sockets_in
+
+pytestmark = pytest.mark.timeout(90)
+
+POOLS = 3
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_ctime_ns
+
+
+@pytest.fixture
+def node() -> Iterator[SimNode]:
+    n = SimNode(POOLS, 4)
+    try:
+        n.start_supervisor()
+        yield n
+    finally:
+        n.close()
+
+
+def test_supervisor_sigkilled_then_started_again_takes_over(node: SimNode) -> None:
+    assert node.proc is not None
+    k = node.stand_in()
+    assert k.wait_for(node.all_registered(generation=1), 60), node.log_text()
+    first = node.proc
+    tree = descendants(first.pid)
+    rd = RunDir(node.run_dir)
+    sockets_before = {p: _identity(p) for p in (rd.bus_in, rd.bus_out, rd.control)}
+    registrations = len(k.registrations)
+
+    first.send_signal(signal.SIGKILL)
+    first.wait(5)
+    # children never outlive it (PDEATHSIG); its run-dir sockets and lock file stay behind
+    assert settle(lambda: not [pid for pid in tree if alive(pid)], 5), [
+        pid for pid in tree if alive(pid)
+    ]
+    assert all(p.exists() for p in sockets_before), "stale sockets expected after SIGKILL"
+    assert rd.lock.exists()
+
+    node.start_supervisor()
+    assert node.proc is not first
+    assert k.wait_for(
+        lambda s: len(s.registrations) >= registrations + POOLS and node.all_registered()(s), 60
+    ), node.log_text()
+    rows = node.rows()  # the control socket answers: the new supervisor owns the run dir
+    assert all(r["state"] == "RUNNING" for r in rows.values()), rows
+    assert not {r["pid"] for r in rows.values()} & tree
+    # the stale sockets were replaced by fresh ones
+    assert all(_identity(p) != ident for p, ident in sockets_before.items())
+    assert unix_sockets_in(node.run_dir) == {"bus-in.sock", "bus-out.sock", "control.sock"}
+    # one plugin socket per pool plus kubelet.sock: the old workers removed theirs
+    assert len(unix_sockets_in(node.plugin_dir)) == POOLS + 1
+    node.proc.send_signal(signal.SIGTERM)
+    assert node.proc.wait(20) == 0
+
+
+def test_device_info_of_a_crashed_worker_is_removed_at_graceful_stop(node: SimNode) -> None:
+    """A crash keeps the device-info files (running pods may use them); the restarted worker of
+    the same pool owns them, so a graceful stop leaves none behind."""
+    assert node.proc is not None
+    k = node.stand_in()
+    assert k.wait_for(node.all_registered(), 60), node.log_text()
+    vf = sorted(node.vfs(0))[0]
+    k.allocate(resource(0), [vf])
+    devinfo = node.base / "devinfo"
+    assert len(list(devinfo.glob("*-device.json"))) == 1
+    old = node.pid_of(pool_child(0))
+    registrations = len(k.registrations)
+    os.kill(old, signal.SIGKILL)
+    assert k.wait_for(
+        lambda s: len(s.registrations) > registrations and node.all_registered()(s), 30
+    ), node.log_text()
+    assert len(list(devinfo.glob("*-device.json"))) == 1  # kept across the crash
+    time.sleep(0.2)
+    node.proc.send_signal(signal.SIGTERM)
+    assert node.proc.wait(20) == 0, node.log_text()
+    assert sorted(p.name for p in devinfo.iterdir()) == []
