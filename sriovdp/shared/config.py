@@ -618,7 +618,7 @@ def parse_config(text: str, path: str, default_prefix: str) -> NodeConfig:
     pools = parser.document(doc)
     if parser.errors:
         raise ConfigError(parser.errors)
-    return NodeConfig(path=path, pools=tuple(pools))
+    return NodeConfig(path=path, pools=tuple(pools), text=text)
 
 
 def load_config(path: str | Path, default_prefix: str) -> NodeConfig:

@@ -113,6 +113,8 @@ class NodeConfig:
 
     path: str
     pools: tuple[PoolConfig, ...]
+    #: the validated document as read (the supervisor hands this exact text to its workers)
+    text: str = field(default="", compare=False, repr=False)
 
     def pool(self, child: str) -> PoolConfig | None:
         return next((p for p in self.pools if p.child_name == child), None)

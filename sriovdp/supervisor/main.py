@@ -70,8 +70,39 @@ class RunOptions:
     infra: tuple[str, ...] = INFRA_ROLES
 
 
+def config_snapshot(run_dir: str) -> Path:
+    """Where the last accepted config lives: workers read this, never the operator's file.
+
+    A worker that restarts later (crash, heartbeat timeout) must come back with the config the
+    supervisor validated, not with whatever the operator's file holds at that moment: an edit that
+    was never reloaded, or one that a reload refused, must not reach any pool.
+    """
+    return Path(run_dir) / "config.json"
+
+
+def write_snapshot(config: NodeConfig, run_dir: str) -> None:
+    """Atomically replaces the snapshot with the accepted config's text (mode 0600)."""
+    target = config_snapshot(run_dir)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(config.text)
+    os.replace(tmp, target)
+
+
+def match_fingerprint(config: NodeConfig, index: int) -> object:
+    """What decides pool ``index``'s devices: its own config and, since the first matching pool
+    wins, the matching rules of every pool before it. A reload restarts a pool when this changes.
+    """
+    earlier = tuple((p.selectors, p.device_type, p.legacy_driver) for p in config.pools[:index])
+    return (config.pools[index], earlier)
+
+
 def build_specs(config: NodeConfig, opts: RunOptions) -> list[ChildSpec]:
-    """What should run for this config: the infra children, then one plugin worker per pool."""
+    """What should run for this config: the infra children, then one plugin worker per pool.
+
+    Workers read the supervisor's snapshot of the accepted config (:func:`config_snapshot`).
+    """
     absolute = os.path.abspath
     common = ("--log-level", opts.log_level, "--log-format", opts.log_format)
     run_dir = ("--run-dir", absolute(opts.run_dir))
@@ -81,8 +112,10 @@ def build_specs(config: NodeConfig, opts: RunOptions) -> list[ChildSpec]:
         if role == "kubelet-watcher":
             argv += ("--plugin-dir", absolute(opts.plugin_dir))
         specs.append(ChildSpec(role, role, argv + common, entry=opts.child_entry))
-    for pool in config.pools:
-        argv = ("plugin", "--name", pool.child_name, "--config-file", absolute(opts.config_file))
+    snapshot = absolute(str(config_snapshot(opts.run_dir))) if config.text else None
+    for index, pool in enumerate(config.pools):
+        config_file = snapshot or absolute(opts.config_file)
+        argv = ("plugin", "--name", pool.child_name, "--config-file", config_file)
         argv += ("--resource-prefix", opts.resource_prefix)
         argv += ("--plugin-dir", absolute(opts.plugin_dir))
         argv += ("--sysfs-root", absolute(opts.sysfs_root))
@@ -98,7 +131,7 @@ def build_specs(config: NodeConfig, opts: RunOptions) -> list[ChildSpec]:
                 argv=argv + run_dir + common,
                 resource=pool.resource,
                 entry=opts.child_entry,
-                fingerprint=pool,
+                fingerprint=match_fingerprint(config, index),
             )
         )
     return specs
@@ -149,6 +182,7 @@ class Supervisor:
             timeouts=self.opts.timeouts,
             backoff_policy=self.opts.backoff,
         )
+        write_snapshot(self.config, self.opts.run_dir)
         self.arbiter.set_specs(build_specs(self.config, self.opts))
         log.info(
             "supervisor pid %d: %d pools from %s, spawn mode %s, run dir %s",
@@ -171,6 +205,8 @@ class Supervisor:
         for fd in (self._sig_r, self._sig_w):
             if fd >= 0:
                 os.close(fd)
+        if self.lock.held:
+            config_snapshot(self.opts.run_dir).unlink(missing_ok=True)
         self.lock.release()
 
     # -- the loop -------------------------------------------------------------------------------
@@ -331,6 +367,7 @@ class Supervisor:
                 "\n  ".join(exc.errors),
             )
             return None
+        write_snapshot(config, self.opts.run_dir)
         result = self.arbiter.set_specs(build_specs(config, self.opts))
         self.config = config
         self.generation += 1

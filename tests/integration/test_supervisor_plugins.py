@@ -142,3 +142,65 @@ def test_reload_restarts_only_the_changed_pool(node: tuple[Path, KubeletStandIn]
         if stream is not None:
             stream.close()
         sup.stop()
+
+
+def test_crashed_worker_restarts_with_the_accepted_config_not_the_edited_file(
+    node: tuple[Path, KubeletStandIn],
+) -> None:
+    base, kubelet = node
+    sup = start(base, "zygote")
+    try:
+        assert kubelet.wait_for(all_up, 20), sup.log_text()
+        rows = sup.wait_running()
+        # the operator breaks the file and never reloads; then a worker crashes
+        sup.config.write_text('{"resourceList": [')
+        os.kill(rows["intel-com_sriov_uio"]["pid"], signal.SIGKILL)
+        wait_until(
+            lambda: (
+                sup.rows()["intel-com_sriov_uio"]["pid"]
+                not in (None, rows["intel-com_sriov_uio"]["pid"])
+            )
+        )
+        rows = sup.wait_running()
+        assert rows["intel-com_sriov_uio"]["state"] == "RUNNING"
+        assert kubelet.wait_for(all_up, 20)
+        assert kubelet.allocatable()[UIO] == 4
+    finally:
+        sup.stop()
+
+
+def test_reload_of_an_earlier_pool_restarts_the_pools_after_it(
+    node: tuple[Path, KubeletStandIn],
+) -> None:
+    # the first matching pool owns a device, so a later pool's devices depend on earlier rules
+    base, kubelet = node
+    sup = start(base, "zygote")
+    try:
+        assert kubelet.wait_for(all_up, 20), sup.log_text()
+        before = {n: r["pid"] for n, r in sup.wait_running().items()}
+        config = demo_config()
+        config["resourceList"][1]["allocationPolicy"] = "balanced"  # sriov_vfio: not matching
+        sup.config.write_text(json.dumps(config))
+        assert sup.cli("reload", "--run-dir", str(sup.run_dir)).returncode == 0
+        wait_until(
+            lambda: (
+                sup.rows()["intel-com_sriov_vfio"]["pid"]
+                not in (None, before["intel-com_sriov_vfio"])
+            )
+        )
+        rows = sup.wait_running()
+        # the uio pool after it keeps running: the vfio pool's matching rules did not change
+        assert rows["intel-com_sriov_uio"]["pid"] == before["intel-com_sriov_uio"]
+        config["resourceList"][0]["rootDevices"] = ["03:00.0"]  # the legacy pool narrows
+        sup.config.write_text(json.dumps(config))
+        now = {n: r["pid"] for n, r in sup.rows().items()}
+        assert sup.cli("reload", "--run-dir", str(sup.run_dir)).returncode == 0
+
+        def restarted(name: str) -> Callable[[], bool]:
+            return lambda: sup.rows()[name]["pid"] not in (None, now[name])
+
+        for later in ("intel-com_sriov_vfio", "intel-com_sriov_uio"):
+            wait_until(restarted(later))
+        sup.wait_running()
+    finally:
+        sup.stop()
