@@ -1,7 +1,8 @@
 """GetPreferredAllocation policies: packed, balanced, none (plugin worker process).
 
 Pure functions over the pool's devices. Rules for every policy: the must-include ids come first
-and are always kept; the rest is chosen only from ``available`` ids this pool knows; the answer
+and are always kept (a must-include id this pool does not know, or that is not among ``available``,
+makes the answer empty); the rest is chosen only from ``available`` ids this pool knows; the answer
 has exactly ``size`` ids, or is empty when that is impossible (an empty answer is always safe for
 the kubelet, an error would reject the pod). Candidates on the NUMA node(s) of the must-include
 devices are preferred. ``packed`` fills the PF with the fewest free devices first (whole PFs stay
@@ -96,6 +97,9 @@ def choose(
     must = list(dict.fromkeys(must_include))
     if len(must) > size:
         return []
+    offered = set(available)
+    if any(i not in devices or i not in offered for i in must):
+        return []  # a must-include id of another pool, or not offered: cannot be honoured
     if len(must) == size:
         return must
     must_set = set(must)
