@@ -59,6 +59,10 @@ class Spawner(Protocol):
         """Child ends learnt since the last call, as (pid, wait status)."""
         ...
 
+    def pending(self) -> bool:
+        """Child ends already read (while waiting for a spawn reply) but not yet collected."""
+        ...
+
     def reaped(self, pid: int, status: int) -> bool:
         """The supervisor reaped ``pid``; True when it was the spawner's own helper."""
         ...
@@ -135,6 +139,9 @@ class ExecSpawner:
 
     def collect(self) -> list[tuple[int, int]]:
         return []
+
+    def pending(self) -> bool:
+        return False
 
     def reaped(self, pid: int, status: int) -> bool:
         return False
@@ -246,6 +253,9 @@ class ZygoteSpawner:
         ended, self._ended = self._ended, []
         return ended
 
+    def pending(self) -> bool:
+        return bool(self._ended)
+
     def reaped(self, pid: int, status: int) -> bool:
         if pid != self.pid:
             return False
@@ -290,14 +300,17 @@ class ZygoteSpawner:
                 self._lost_eof()
                 raise SpawnError("zygote closed its report pipe")
             self._unpacker.feed(data)
-            for frame in self._unpacker:
+            answer: dict[str, Any] | None = None
+            for frame in self._unpacker:  # every frame: exit reports after the reply count too
                 reply = self._note(frame)
-                if reply is None or reply.get("id") != rid:
-                    continue
-                if reply.get("op") == "spawned" and isinstance(reply.get("pid"), int):
-                    pid: int = reply["pid"]
-                    return pid
-                raise SpawnError(f"zygote: {reply.get('error', 'refused')}")
+                if reply is not None and reply.get("id") == rid:
+                    answer = reply
+            if answer is None:
+                continue
+            if answer.get("op") == "spawned" and isinstance(answer.get("pid"), int):
+                pid: int = answer["pid"]
+                return pid
+            raise SpawnError(f"zygote: {answer.get('error', 'refused')}")
 
     def _kill_zygote(self) -> None:
         if self.pid is not None:
