@@ -39,10 +39,15 @@ S = ChildState
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    heartbeat: float = 15.0  # RUNNING child silent this long: TERM, then restart
+    heartbeat: float = 30.0  # RUNNING child silent this long: TERM, then restart
     start: float = 30.0  # STARTING without READY this long: TERM, then restart
     stop_grace: float = 3.0  # SIGTERM -> SIGKILL
-    tick: float = 5.0  # longest sleep of the loop when nothing is due (also <= heartbeat / 3)
+    tick: float = 60.0  # longest sleep of the loop; every real deadline is computed exactly
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """How often children beat: three beats may be lost before the timeout strikes."""
+        return round(self.heartbeat / 3, 3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,10 +237,15 @@ class Arbiter:
     def next_deadline(self) -> float:
         """When reconcile() has something to do at the latest (the loop sleeps until then)."""
         now = self.clock()
-        due = now + min(self.timeouts.tick, self.timeouts.heartbeat / 3, self.timeouts.start / 3)
+        due = now + self.timeouts.tick
         for child in self.children.values():
             if child.state == S.BACKOFF:
                 due = min(due, child.next_start_at)
+            elif child.state == S.STARTING and child.started_at is not None:
+                due = min(due, child.started_at + self.timeouts.start)
+            elif child.state == S.RUNNING:
+                last = child.last_heartbeat or child.ready_at or now
+                due = min(due, last + self.timeouts.heartbeat)
             elif child.state == S.STOPPING and child.term_sent_at is not None:
                 if not child.kill_sent:
                     due = min(due, child.term_sent_at + self.timeouts.stop_grace)

@@ -104,7 +104,8 @@ def build_specs(config: NodeConfig, opts: RunOptions) -> list[ChildSpec]:
     Workers read the supervisor's snapshot of the accepted config (:func:`config_snapshot`).
     """
     absolute = os.path.abspath
-    common = ("--log-level", opts.log_level, "--log-format", opts.log_format)
+    common: tuple[str, ...] = ("--log-level", opts.log_level, "--log-format", opts.log_format)
+    common += ("--heartbeat-interval", f"{opts.timeouts.heartbeat_interval:g}")
     run_dir = ("--run-dir", absolute(opts.run_dir))
     specs = []
     for role in opts.infra:
@@ -246,6 +247,8 @@ class Supervisor:
                     poller.register(fd, zmq.POLLIN)
                 spawner_fd = fd
             timeout_ms = max(0, int((arbiter.next_deadline() - time.monotonic()) * 1000) + 1)
+            if self.spawner.pending():  # exit reports read while a spawn waited for its reply
+                timeout_ms = 0
             events = dict(poller.poll(timeout_ms))
             if self._sig_r in events:
                 self._handle_signals()

@@ -62,10 +62,33 @@ PRELOAD = (
     "sriovdp.shared.logs",
     "sriovdp.workers.__main__",
     "sriovdp.workers.plugin.main",
+    # everything a plugin worker imports after the fork: loaded once here, shared by every pool
+    "sriovdp.workers.plugin.allocation",
+    "sriovdp.workers.plugin.bus_link",
+    "sriovdp.workers.plugin.cdi",
+    "sriovdp.workers.plugin.devinfo",
+    "sriovdp.workers.plugin.drivers",
+    "sriovdp.workers.plugin.preferred",
+    "sriovdp.workers.plugin.registration",
+    "sriovdp.workers.plugin.rescan",
+    "sriovdp.workers.plugin.server",
+    "sriovdp.workers.plugin.servicer",
+    "sriovdp.workers.plugin.state",
     "sriovdp.workers.kubelet_watcher",
 )
 
 _PR_SET_NAME = 15
+_M_ARENA_MAX = -8
+#: glibc creates a malloc arena per thread (up to 8 x cores), each a few MB of dirty pages in a
+#: worker with a dozen grpc/zmq threads; two are plenty for what our threads allocate
+MALLOC_ARENAS = 2
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> None:
+    """``mallopt(M_ARENA_MAX)``: inherited by forked children (the setting lives in memory)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mallopt(_M_ARENA_MAX, arenas)
 
 
 def run_entry(entry: str, argv: Sequence[str]) -> int:
@@ -160,6 +183,7 @@ class Zygote:
         ):
             self.report(op="error", id=rid if isinstance(rid, int) else -1, error="bad request")
             return
+        gc.freeze()  # what the zygote allocated since the last fork: shared, never collected
         try:
             pid = os.fork()
         except OSError as exc:
@@ -193,6 +217,7 @@ class Zygote:
 
 def preload(modules: Sequence[str] = PRELOAD) -> list[str]:
     """Imports what children will need; returns the names that could not be imported."""
+    limit_malloc_arenas()
     missing = []
     for name in modules:
         try:
@@ -231,6 +256,7 @@ def exec_child(argv: list[str]) -> int:
         )
         return 2
     die_with_parent(signal.SIGTERM, expected_parent=int(argv[1]))
+    limit_malloc_arenas()
     return run_entry(argv[2], argv[3:])
 
 

@@ -16,6 +16,9 @@ tells whether the kubelet has us, and the registrar keeps retrying in the backgr
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
+import gc
 import logging
 import os
 import queue
@@ -42,9 +45,12 @@ from sriovdp.workers import runtime
 
 log = logging.getLogger("sriovdp.workers.plugin")
 
-#: how often the main loop proves it is alive and re-checks its socket and kubelet.sock
-DEFAULT_HEARTBEAT_S = 3.0
-DEFAULT_RESCAN_S = 10.0
+#: how often the main loop proves it is alive (and, without the bus, re-checks its socket and
+#: kubelet.sock); the supervisor passes its heartbeat timeout / 3
+DEFAULT_HEARTBEAT_S = 10.0
+#: the sysfs fingerprint check (a safety net: netlink already reports new or vanished links);
+#: a multiple of the heartbeat so both run in the same wake-up
+DEFAULT_RESCAN_S = 30.0
 #: how long a worker on the bus waits for the cached state of its links before serving
 INITIAL_LINKS_WAIT_S = 0.25
 
@@ -81,6 +87,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return p.parse_args(list(argv))
 
 
+def release_startup_memory() -> None:
+    """Start-up garbage (discovery of the whole node) back to the kernel: ``malloc_trim(0)``
+    returns the free pages of every glibc arena, not only the top of the heap."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
+
+
 @dataclass
 class Timers:
     """Deadlines of the main loop's periodic jobs (monotonic seconds)."""
@@ -99,6 +113,8 @@ class Timers:
         return max(0.0, min(self.next_heartbeat, self.next_rescan) - now)
 
     def due(self, now: float) -> list[str]:
+        # a job due a moment later runs in this wake-up too (one wake-up, not two)
+        now += min(1.0, self.heartbeat_every / 4, self.rescan_every / 4)
         out = []
         if now >= self.next_heartbeat:
             out.append("heartbeat")
@@ -215,6 +231,7 @@ class Worker:
         if not self._ready_sent:
             self._ready_sent = True
             self.publish(WorkerReady(self.child, os.getpid()))
+            release_startup_memory()
 
     def on_state(self, view: Any, reason: str) -> None:
         self.publish_summary(reason)
@@ -316,7 +333,8 @@ class Worker:
             for job in timers.due(time.monotonic()):
                 if job == "heartbeat":
                     self.publish(WorkerHeartbeat(self.child, os.getpid()))
-                    self.check_sockets()
+                    if self.bus is None:  # on the bus, the kubelet watcher tells us
+                        self.check_sockets()
                 elif job == "rescan":
                     rescanner.check()
         self.shutdown()
