@@ -60,8 +60,9 @@ def test_supervisor_sigkilled_then_started_again_takes_over(node: SimNode) -> No
     assert k.wait_for(
         lambda s: len(s.registrations) >= registrations + POOLS and node.all_registered()(s), 60
     ), node.log_text()
-    rows = node.rows()  # the control socket answers: the new supervisor owns the run dir
-    assert all(r["state"] == "RUNNING" for r in rows.values()), rows
+    # the control socket answers: the new supervisor owns the run dir; every child comes up
+    assert settle(lambda: all(r["state"] == "RUNNING" for r in node.rows().values()), 30)
+    rows = node.rows()
     assert not {r["pid"] for r in rows.values()} & tree
     # the stale sockets were replaced by fresh ones
     assert all(_identity(p) != ident for p, ident in sockets_before.items())
