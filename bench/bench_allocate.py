@@ -138,10 +138,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results["registered_ms"].append((kubelet.registrations[-1].time - t0) * 1000)
             proc.terminate()
             proc.wait(5)
+        earlier = len(kubelet.registrations)
         for pool in POOLS:
             procs.append(spawn_worker(base, pool, log, args.log_level))
         resources = [f"intel.com/{p}" for p in POOLS]
-        if not kubelet.wait_for(lambda k: all(k.lists_received(r) for r in resources), 20):
+
+        def all_new(k: KubeletStandIn) -> bool:
+            # registered by the workers just started (the timing runs above left an endpoint)
+            fresh = {r.resource for r in k.registrations[earlier:]}
+            return all(r in fresh and k.lists_received(r) for r in resources)
+
+        if not kubelet.wait_for(all_new, 20):
             raise SystemExit("workers did not register")
         for pool in POOLS:
             resource = f"intel.com/{pool}"

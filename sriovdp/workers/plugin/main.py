@@ -165,6 +165,7 @@ class Worker:
         self._ready_sent = False
         self._summary_lock = threading.Lock()
         self.last_event = "starting"
+        self._allocations_logged = (0, 0, 0)
 
     # -- discovery -------------------------------------------------------------------------------
 
@@ -266,6 +267,20 @@ class Worker:
         elif message.inode != self.registrar.registered_inode:
             self.registrar.kick()
 
+    def log_allocations(self) -> None:
+        """One INFO line per heartbeat with Allocate calls since the last one (none: silent)."""
+        sv = self.servicer
+        now = (sv.allocations, sv.allocated_ids, sv.refused)
+        last, self._allocations_logged = self._allocations_logged, now
+        if now != last:
+            log.info(
+                "Allocate: %d calls (%d devices), %d refused since the last report; %d calls total",
+                now[0] - last[0],
+                now[1] - last[1],
+                now[2] - last[2],
+                now[0],
+            )
+
     def check_sockets(self) -> None:
         """Safety net without the bus: own socket deleted, or kubelet.sock replaced."""
         if not self.server.socket_intact():
@@ -333,6 +348,7 @@ class Worker:
             for job in timers.due(time.monotonic()):
                 if job == "heartbeat":
                     self.publish(WorkerHeartbeat(self.child, os.getpid()))
+                    self.log_allocations()
                     if self.bus is None:  # on the bus, the kubelet watcher tells us
                         self.check_sockets()
                 elif job == "rescan":
@@ -344,6 +360,7 @@ class Worker:
         """Ends streams, stops serving, removes own socket and files."""
         self.state.close()
         self.server.stop(grace=0.3)
+        self.log_allocations()
         self.registrar.stop()
         removed = self.devinfo.remove_all()
         if self.cdi is not None:

@@ -38,6 +38,7 @@ class DevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
         self._lock = threading.Lock()
         self.open_streams = 0
         self.allocations = 0
+        self.allocated_ids = 0
         self.refused = 0
 
     def GetDevicePluginOptions(
@@ -117,10 +118,11 @@ class DevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
         response = api_pb2.AllocateResponse(
             container_responses=[table.response(entries) for entries in validated]
         )
-        ids = [e.id for entries in validated for e in entries]
         errors = self.devinfo.write(e for entries in validated for e in entries)
         with self._lock:
             self.allocations += 1
+            self.allocated_ids += sum(len(entries) for entries in validated)
+        ids = [e.id for entries in validated for e in entries]
         if errors:
             log.warning(
                 "Allocate %s; device-info not written (%d failures so far): %s",
@@ -128,8 +130,10 @@ class DevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
                 self.devinfo.failures,
                 "; ".join(errors),
             )
-        else:
-            log.info("Allocate %s", ",".join(ids))
+        elif log.isEnabledFor(logging.DEBUG):
+            # per call at DEBUG only: a formatted, flushed line costs as much as the rest of the
+            # call; the worker logs the count at INFO each heartbeat (Worker.log_allocations)
+            log.debug("Allocate %s", ",".join(ids))
         return response
 
     def PreStartContainer(
