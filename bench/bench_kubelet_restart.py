@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -28,29 +27,15 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench._stats import latency_ms  # noqa: E402
 from sriovdp.shared.simnode.kubelet import unix_sockets  # noqa: E402
 from tests.integration.conftest import SimNode, resource  # noqa: E402
 
 TARGETS = {"registered_p99_ms": 300.0}
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0-100)."""
-    ordered = sorted(values)
-    rank = max(1, round(q / 100 * len(ordered) + 0.4999))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
 def summarize(name: str, samples: list[float]) -> dict[str, Any]:
-    ms = [s * 1000 for s in samples]
-    return {
-        "measure": name,
-        "n": len(ms),
-        "p50_ms": round(percentile(ms, 50), 1),
-        "p99_ms": round(percentile(ms, 99), 1),
-        "max_ms": round(max(ms), 1),
-        "mean_ms": round(statistics.fmean(ms), 1),
-    }
+    return {"measure": name, **latency_ms(samples, digits=1)}
 
 
 def run(pools: int, vfs: int, restarts: int, timeout: float, spawn_mode: str) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench._stats import latency_ms  # noqa: E402
 from tests.integration.conftest import (  # noqa: E402
     SimNode,
     create_netns,
@@ -35,23 +35,8 @@ from tests.integration.conftest import (  # noqa: E402
 TARGETS = {"down_p99_ms": 20.0}
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0-100)."""
-    ordered = sorted(values)
-    rank = max(1, round(q / 100 * len(ordered) + 0.4999))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
 def summarize(name: str, samples: list[float]) -> dict[str, Any]:
-    ms = [s * 1000 for s in samples]
-    return {
-        "event": name,
-        "n": len(ms),
-        "p50_ms": round(percentile(ms, 50), 2),
-        "p99_ms": round(percentile(ms, 99), 2),
-        "max_ms": round(max(ms), 2),
-        "mean_ms": round(statistics.fmean(ms), 2),
-    }
+    return {"event": name, **latency_ms(samples, digits=2)}
 
 
 def run(pools: int, vfs: int, toggles: int, timeout: float) -> dict[str, Any]:

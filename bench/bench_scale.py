@@ -25,16 +25,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench._stats import percentile  # noqa: E402
 from sriovdp.shared.simnode.kubelet import KubeletStandIn  # noqa: E402
 from tests.integration.conftest import PREFIX, SimNode, pf_netdev  # noqa: E402
 
 TARGETS = {"registered_s": 3.0, "allocate_p99_ms": 2.0}
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    rank = max(1, round(q / 100 * len(ordered) + 0.4999))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 def run(pfs: int, vfs: int, layout: str, calls: int) -> dict[str, Any]:
