@@ -1,8 +1,9 @@
 """Health monitor process: the rtnetlink link socket and the decoding of link messages.
 
 Owns one ``AF_NETLINK``/``NETLINK_ROUTE`` socket bound to ``RTMGRP_LINK`` only. Messages are
-decoded with pyroute2's rtnetlink marshal (``ifinfmsg``); the socket itself is a plain,
-non-blocking kernel socket owned here rather than pyroute2's ``IPRoute``, because pyroute2 0.9 reads
+decoded with pyroute2's netlink marshal and ``ifinfmsg``, imported without the rest of the
+library (:func:`_bare_pyroute2`). The socket itself is a plain, non-blocking kernel socket owned
+here rather than pyroute2's ``IPRoute``, because pyroute2 0.9 reads
 through an asyncio transport that turns every receive error (``ENOBUFS`` included) into a generic
 connection loss and keeps data in a user-space queue a ``poll()`` cannot see. Here the caller polls
 :meth:`LinkSocket.fileno`, reads everything waiting with :meth:`LinkSocket.read`, and gets
@@ -16,15 +17,75 @@ applying everything in arrival order ends in the kernel's state.
 from __future__ import annotations
 
 import errno
+import importlib.util
 import os
 import socket
 import struct
+import sys
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
-from pyroute2.netlink import NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR
-from pyroute2.netlink.rtnl import RTM_DELLINK, RTM_GETLINK, RTM_NEWLINK, RTMGRP_LINK
-from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+
+def _bare_pyroute2() -> ModuleType | None:
+    """Puts pyroute2's package in ``sys.modules`` without running its ``__init__``.
+
+    ``pyroute2/__init__.py`` imports every API of the library (IPRoute, NDB with sqlite3, asyncio,
+    multiprocessing, nftables, ...): about 13 MB of private memory and 260 modules, where decoding
+    link messages needs the netlink base and ``ifinfmsg`` (1.6 MB, 37 modules). Returns the bare
+    package, or None when pyroute2 is already imported (or not installed: the import below fails
+    as it would have).
+    """
+    if "pyroute2" in sys.modules:
+        return None
+    spec = importlib.util.find_spec("pyroute2")
+    if spec is None or spec.loader is None:
+        return None
+    package = importlib.util.module_from_spec(spec)
+    sys.modules["pyroute2"] = package
+    return package
+
+
+def _complete_on_first_use(package: ModuleType) -> None:
+    """Any later use of a name the bare package lacks (``from pyroute2 import IPRoute``) runs the
+    real ``__init__`` into it first: the same module object, every loaded submodule reused."""
+    loader = package.__spec__.loader if package.__spec__ is not None else None
+
+    def complete(name: str) -> Any:
+        delattr(package, "__getattr__")
+        if loader is not None:
+            loader.exec_module(package)
+        return getattr(package, name)
+
+    setattr(package, "__getattr__", complete)  # noqa: B010 (a module-level __getattr__, PEP 562)
+
+
+_package = _bare_pyroute2()
+try:
+    from pyroute2.netlink import (
+        NLM_F_DUMP,
+        NLM_F_DUMP_INTR,
+        NLM_F_REQUEST,
+        NLMSG_DONE,
+        NLMSG_ERROR,
+    )
+    from pyroute2.netlink.marshal import Marshal
+    from pyroute2.netlink.rtnl import RTM_DELLINK, RTM_GETLINK, RTM_NEWLINK, RTMGRP_LINK
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+finally:
+    if _package is not None:
+        _complete_on_first_use(_package)
+del _package
+
+
+class MarshalLink(Marshal):  # type: ignore[misc]  # pyroute2 is untyped
+    """pyroute2's rtnetlink marshal (``MarshalRtnl``) for link messages only: RTM_NEWLINK and
+    RTM_DELLINK decode as ``ifinfmsg``; anything else (never sent to a socket bound to
+    ``RTMGRP_LINK`` alone) as a bare ``nlmsg``, and NLMSG_DONE/NLMSG_ERROR as the base class does.
+    """
+
+    msg_map = {RTM_NEWLINK: ifinfmsg, RTM_DELLINK: ifinfmsg}
+
 
 #: large enough for a burst of thousands of link events; SO_RCVBUFFORCE needs CAP_NET_ADMIN
 DEFAULT_RCVBUF = 4 * 1024 * 1024
@@ -83,7 +144,7 @@ class LinkSocket:
     def __init__(self, rcvbuf: int = DEFAULT_RCVBUF) -> None:
         self._rcvbuf = rcvbuf
         self._sock: socket.socket | None = None
-        self._marshal = MarshalRtnl()
+        self._marshal = MarshalLink()
         self._seq = 0
         self._pid = 0
 
