@@ -14,14 +14,28 @@ Owns the pool-membership rules (REFERENCE.md):
   that function stays free for a later pool (e.g. a ``vfio`` pool on the same root devices).
 
 :func:`match` is pure; :func:`discover` and :func:`discover_pool` read sysfs and procfs first.
+
+What a plugin worker reads (:func:`discover_pool`, :func:`pool_scope`): when every selector of its
+pool names its candidates (``pciAddresses``, ``rootDevices`` or ``pfNames``; the legacy form
+always does), only those functions are read: the named addresses, and the VFs behind the PF's
+``virtfnN`` links (a PF named by netdev is found through ``class/net``), with the ``#`` indexes
+applied to ``N``. Otherwise the whole bus is listed, but a function whose cheap entries (class,
+vendor, device, driver, address, being a VF) rule out every selector is not read further. First
+match wins needs only whether an earlier pool matches one of those candidates.
+
+The one difference from :func:`discover`: a VF whose ``physfn`` names a PF that has no
+``virtfnN`` link to it (a broken tree; the kernel always makes both) is not a candidate of a
+``pfNames``/``rootDevices`` selector without ``#`` indexes, where :func:`discover` matches it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from sriovdp.shared import routes, sysfs
+from sriovdp.shared.config import normalize_pci_address
 from sriovdp.shared.model import (
     DeviceType,
     Exclusion,
@@ -35,7 +49,15 @@ from sriovdp.shared.model import (
     VfFilter,
 )
 
-__all__ = ["discover", "discover_pool", "legacy_driver_problem", "match", "selector_matches"]
+__all__ = [
+    "Scope",
+    "discover",
+    "discover_pool",
+    "legacy_driver_problem",
+    "match",
+    "pool_scope",
+    "selector_matches",
+]
 
 _CLASS_OF = {DeviceType.NET_DEVICE: 0x02, DeviceType.ACCELERATOR: 0x12}
 _VFIO_DRIVERS = frozenset({"vfio-pci"})
@@ -162,19 +184,104 @@ def discover(
     return match(config, functions, routes.default_route_ifaces(proc_root))
 
 
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """The functions one pool can match, when its selectors name them (see the module doc)."""
+
+    #: PFs the pool's ``pfNames``/``rootDevices`` resolve to (by address or netdev name), sorted
+    pfs: tuple[str, ...]
+    #: every function the pool can match, sorted: ``pciAddresses`` and the PFs' chosen VFs
+    addresses: tuple[str, ...]
+
+
+def _is_address(pf: str) -> bool:
+    return normalize_pci_address(pf) is not None
+
+
+def pool_scope(pool: PoolConfig, reader: sysfs.Reader) -> Scope | None:
+    """The pool's candidates, read through ``reader``; None when a selector needs the whole bus.
+
+    A selector with ``pciAddresses`` contributes those; else one with ``rootDevices`` or
+    ``pfNames`` the VFs of the PFs they name (``#`` indexes applied to the ``virtfnN`` links).
+    Both are supersets of what the selector matches (its other fields still apply).
+    """
+    if not all(s.pci_addresses or s.root_devices or s.pf_names for s in pool.selectors):
+        return None
+    names = {
+        f.pf
+        for s in pool.selectors
+        if not (s.pci_addresses or s.root_devices)
+        for f in s.pf_names
+        if not _is_address(f.pf)
+    }
+    by_name = reader.pfs_with_netdev(names)
+    pfs: set[str] = set()
+    addresses: set[str] = set()
+    for sel in pool.selectors:
+        if sel.pci_addresses:
+            addresses.update(sel.pci_addresses)
+            continue
+        for flt in sel.root_devices or sel.pf_names:
+            named = {flt.pf} if _is_address(flt.pf) else by_name[flt.pf.casefold()]
+            for pf in sorted(named):
+                pfs.add(pf)
+                addresses.update(
+                    vf
+                    for n, vf in reader.virtfns(pf).items()
+                    if flt.indexes is None or n in flt.indexes
+                )
+    return Scope(tuple(sorted(pfs)), tuple(sorted(addresses)))
+
+
+def _could_match(pool: PoolConfig) -> sysfs.Keep:
+    """Whether a function's cheap entries leave any selector of ``pool`` a chance (a superset of
+    :func:`_matching_selector`, decided before the expensive entries are read)."""
+    want_class = None if pool.device_type is None else _CLASS_OF[pool.device_type]
+
+    def keep(b: sysfs.Basics) -> bool:
+        if want_class is not None and (b.pci_class >> 16) != want_class:
+            return False
+        return any(
+            not (
+                (s.vendors and b.vendor not in s.vendors)
+                or (s.devices and b.device not in s.devices)
+                or (s.drivers and b.driver not in s.drivers)
+                or (s.pci_addresses and b.address not in s.pci_addresses)
+                or ((s.pf_names or s.root_devices) and not b.maybe_vf)
+            )
+            for s in pool.selectors
+        )
+
+    return keep
+
+
 def discover_pool(
-    config: NodeConfig, child: str, sysfs_root: Path, proc_root: Path = Path("/proc")
+    config: NodeConfig,
+    child: str,
+    sysfs_root: Path,
+    proc_root: Path = Path("/proc"),
+    reader: sysfs.Reader | None = None,
 ) -> PoolDiscovery:
     """The discovery of one pool (by worker name), for that pool's plugin worker.
 
-    Only the target pool and the pools before it are matched (first match wins needs the earlier
-    ones; the later ones cannot change the answer), and the earlier pools are only tried on the
-    functions the target pool matches. Raises KeyError for an unknown ``child``.
+    Equal to that pool's entry of :func:`discover` (but see the module doc for a broken tree),
+    reading only what the pool can need: its :func:`pool_scope` when it has one, else the bus
+    with the cheap-entry filter. Only the target pool and the pools before it are matched (first
+    match wins needs the earlier ones; the later ones cannot change the answer), and the earlier
+    pools only on the target's candidates. ``reader``: to look at what was read (tests). Raises
+    KeyError for an unknown ``child``.
     """
     target = config.pool(child)
     if target is None:
         raise KeyError(f"no pool named {child!r} in {config.path}")
-    functions = sysfs.read_functions(sysfs_root)
+    reader = sysfs.Reader(sysfs_root) if reader is None else reader
+    scope = pool_scope(target, reader)
+    if scope is None:
+        bound = [s.drivers for s in target.selectors]
+        drivers = frozenset().union(*bound) if bound and all(bound) else None
+        functions = reader.functions(keep=_could_match(target), drivers=drivers)
+    else:
+        functions = reader.functions(scope.addresses)
     candidates = [fn for fn in functions if _matching_selector(target, fn) is not None]
     earlier = [p for p in config.pools if p.index < target.index]
     ifaces = routes.default_route_ifaces(proc_root)

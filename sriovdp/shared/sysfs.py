@@ -9,20 +9,33 @@ entry (broken or looping symlink, missing file, garbage content, permission deni
 warning on that function; a function whose directory cannot be listed at all is still returned,
 with no driver and a warning, so callers can show it.
 
-Speed: one ``os.scandir`` per function directory tells which entries exist, so only files that are
+Speed: one ``os.listdir`` per function directory tells which entries exist, so only files that are
 there are opened; links are read with ``os.readlink`` (no path resolution); iommu group names are
-read once per group.
+read once per group. A caller that needs only some functions says so: :class:`Reader` reads each
+function at most once and finds a PF's VFs through its ``virtfnN`` links and a netdev's PCI
+device through ``class/net/<name>`` (:meth:`Reader.pfs_with_netdev`), so a plugin worker whose pool
+names its PFs never lists the bus; ``keep`` (:meth:`Reader.functions`) drops a function after its
+cheap entries (vendor, device, class, numa node, driver) without reading the rest.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sriovdp.shared.model import PciFunction
 
-__all__ = ["ARPHRD_NAMES", "operstate", "read_function_addresses", "read_functions"]
+__all__ = [
+    "ARPHRD_NAMES",
+    "Basics",
+    "Reader",
+    "operstate",
+    "read_function_addresses",
+    "read_functions",
+]
 
 #: ``net/<if>/type`` (ARPHRD_*) -> link type name used by ``linkTypes`` selectors
 ARPHRD_NAMES = {1: "ether", 32: "infiniband", 772: "loopback", 65534: "none"}
@@ -44,6 +57,7 @@ class _Raw:
     iommu_group: str | None = None
     iommu_noiommu: bool = False
     physfn: str | None = None
+    has_physfn: bool = False  # the directory lists a physfn entry (readable or not)
     virtfns: dict[int, str] = field(default_factory=dict)
     netdevs: tuple[str, ...] = ()
     link_type: str | None = None
@@ -55,6 +69,25 @@ class _Raw:
     numvfs: int | None = None
     warnings: list[str] = field(default_factory=list)
 
+
+@dataclass(frozen=True, slots=True)
+class Basics:
+    """A function's cheap entries, read first; what a ``keep`` predicate decides on.
+
+    The values are exactly what the full read would give (``vendor``/``device``/``pci_class``
+    as :class:`PciFunction` has them, ``driver`` None when unbound or the link is broken);
+    ``maybe_vf``: the directory has a ``physfn`` entry (every VF has one).
+    """
+
+    address: str
+    vendor: str
+    device: str
+    pci_class: int
+    driver: str | None
+    maybe_vf: bool
+
+
+Keep = Callable[[Basics], bool]
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK  # a FIFO must not block discovery
 
@@ -87,31 +120,39 @@ class _Reader:
         except OSError:
             return []
 
-    def function(self, address: str) -> _Raw:
+    def function(self, address: str, keep: Keep | None = None) -> _Raw | None:
+        """Reads one function; None when ``keep`` said no after the cheap entries."""
         raw = _Raw(address)
         try:
             base = os.open(os.path.join(self.devices, address), _OPEN_FLAGS | os.O_DIRECTORY)
         except OSError as exc:
             raw.warnings.append(f"cannot open the device directory: {_why(exc)}")
-            return raw
+            return raw if keep is None or keep(_basics(raw)) else None
         try:
-            self.fill(raw, base)
+            kept = self.fill(raw, base, keep)
         finally:
             os.close(base)
-        return raw
+        return raw if kept else None
 
-    def fill(self, raw: _Raw, base: int) -> None:
-        """Reads one function's entries, relative to its open directory ``base``."""
+    def fill(self, raw: _Raw, base: int, keep: Keep | None = None) -> bool:
+        """Reads one function's entries, relative to its open directory ``base``.
+
+        The cheap entries come first, in the order their warnings are listed; then ``keep``
+        (if given) decides whether the rest is read. Returns whether the function is kept.
+        """
         try:
             names = set(os.listdir(base))
         except OSError as exc:
             raw.warnings.append(f"cannot list the device directory: {_why(exc)}")
-            return
+            return keep is None or keep(_basics(raw))
         raw.vendor = self.hex_id(raw, base, "vendor", names)
         raw.device = self.hex_id(raw, base, "device", names)
         raw.pci_class = self.pci_class(raw, base, names)
         raw.numa_node = self.numa(raw, base, names)
         raw.driver = self.link_name(raw, base, "driver", names, check_target=True)
+        raw.has_physfn = "physfn" in names
+        if keep is not None and not keep(_basics(raw)):
+            return False
         group = self.link_name(raw, base, "iommu_group", names)
         if group is not None:
             raw.iommu_group = group
@@ -122,7 +163,7 @@ class _Reader:
         if "sriov_totalvfs" in names:
             raw.totalvfs = self.integer(raw, base, "sriov_totalvfs")
             raw.numvfs = self.integer(raw, base, "sriov_numvfs")
-            for name in names:
+            for name in sorted(names):
                 if name.startswith("virtfn") and name[6:].isdecimal():
                     target = self.link_name(raw, base, name, names)
                     if target is not None:
@@ -144,6 +185,7 @@ class _Reader:
             raw.acpi_index = self.text(raw, base, "acpi_index")
         elif "firmware_node" in names and _exists("firmware_node/acpi_index", base):
             raw.acpi_index = self.text(raw, base, os.path.join("firmware_node", "acpi_index"))
+        return True
 
     # -- single entries ---------------------------------------------------------------------------
 
@@ -280,7 +322,11 @@ class _Reader:
         return None
 
 
-def _exists(path: str, dir_fd: int) -> bool:
+def _basics(raw: _Raw) -> Basics:
+    return Basics(raw.address, raw.vendor, raw.device, raw.pci_class, raw.driver, raw.has_physfn)
+
+
+def _exists(path: str, dir_fd: int | None = None) -> bool:
     try:
         os.stat(path, dir_fd=dir_fd)
     except (OSError, ValueError):
@@ -292,67 +338,168 @@ def _why(exc: OSError) -> str:
     return exc.strerror or exc.__class__.__name__
 
 
+_PCI_ADDRESS = re.compile(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+
+
+class Reader:
+    """Reads one sysfs tree for one answer: each function's directory is read at most once.
+
+    ``opened`` lists every function directory read, in order (tests use it to prove a reading
+    stayed within its candidates).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self._reader = _Reader(root)
+        self._full: dict[str, _Raw] = {}
+        self.opened: list[str] = []
+
+    def addresses(self) -> list[str]:
+        """Every PCI address under ``bus/pci/devices``, sorted (one listing of the bus)."""
+        return self._reader.addresses()
+
+    def _raw(self, address: str) -> _Raw:
+        raw = self._full.get(address)
+        if raw is None:
+            self.opened.append(address)
+            raw = self._reader.function(address)
+            assert raw is not None  # no keep: always read in full
+            self._full[address] = raw
+        return raw
+
+    def virtfns(self, pf_address: str) -> dict[int, str]:
+        """The PF's ``virtfnN`` links: VF index -> VF address (empty for a non-PF or no VFs)."""
+        return dict(self._raw(pf_address).virtfns)
+
+    def pfs_with_netdev(self, names: Iterable[str]) -> dict[str, set[str]]:
+        """For each name, case-folded (``pfNames`` compares names case-insensitively): the PCI
+        addresses of the functions that have a netdev of that name.
+
+        From ``class/net/<if>/device`` (the kernel's link from a netdev to its device; for a
+        virtio netdev that is the virtio device, whose parent is the PCI function). Without a
+        readable ``class/net`` directory, the SR-IOV PFs of the bus (functions with
+        ``sriov_totalvfs``) are read instead: a name that is no PF's netdev cannot select VFs.
+        """
+        found: dict[str, set[str]] = {n.casefold(): set() for n in names}
+        if not found:
+            return found
+        cls = os.path.join(self._reader.root, "class", "net")
+        try:
+            entries = os.listdir(cls)
+        except OSError:
+            for address in self.addresses():
+                if not _exists(os.path.join(self._reader.devices, address, "sriov_totalvfs")):
+                    continue
+                for netdev in self._raw(address).netdevs:
+                    if netdev.casefold() in found:
+                        found[netdev.casefold()].add(address)
+            return found
+        for entry in entries:
+            if entry.casefold() in found:
+                device = self._netdev_address(os.path.join(cls, entry))
+                if device is not None:
+                    found[entry.casefold()].add(device)
+        return found
+
+    def _netdev_address(self, link: str) -> str | None:
+        device = os.path.realpath(os.path.join(link, "device"))
+        if not os.path.isdir(device):  # no device link: the netdev's own dir is <device>/net/<if>
+            device = os.path.dirname(os.path.dirname(os.path.realpath(link)))
+        for _ in range(2):  # a virtio netdev's device is virtio<N>, under the PCI function
+            name = os.path.basename(device)
+            if _PCI_ADDRESS.match(name):
+                return name
+            device = os.path.dirname(device)
+        return None
+
+    def _driver_in(self, address: str, drivers: Collection[str]) -> bool:
+        """Whether the function's driver link names one of ``drivers`` (one readlink)."""
+        try:
+            target = os.readlink(os.path.join(self._reader.devices, address, "driver"))
+        except OSError:
+            return False  # unbound, or its directory unreadable: no driver either way
+        return os.path.basename(target.rstrip("/")) in drivers
+
+    def functions(
+        self,
+        addresses: Iterable[str] | None = None,
+        keep: Keep | None = None,
+        drivers: Collection[str] | None = None,
+    ) -> list[PciFunction]:
+        """Every function of the bus (or just ``addresses``), sorted by address.
+
+        ``keep``: called with each function's :class:`Basics`; a function it refuses is neither
+        read further nor returned. ``drivers``: only functions bound to one of these are
+        wanted; others are left after one ``readlink`` of their ``driver`` link.
+
+        VFs get their PF's address, first netdev name and their index (the ``N`` of the PF's
+        ``virtfnN`` link); their PF is read for that, whether or not it was asked for or kept.
+        """
+        wanted = self.addresses() if addresses is None else sorted(set(addresses))
+        raws: list[_Raw] = []
+        for address in wanted:
+            if address in self._full:
+                cached = self._full[address]
+                if keep is None or keep(_basics(cached)):
+                    raws.append(cached)
+                continue
+            if drivers is not None and not self._driver_in(address, drivers):
+                continue
+            self.opened.append(address)
+            raw = self._reader.function(address, keep)
+            if raw is not None:
+                if keep is None:
+                    self._full[address] = raw
+                raws.append(raw)
+        return [self._function(raw) for raw in raws]
+
+    def _function(self, raw: _Raw) -> PciFunction:
+        pf_address = pf_name = vf_idx = None
+        warnings = list(raw.warnings)
+        if raw.physfn is not None:
+            pf_address = raw.physfn
+            pf = self._raw(pf_address)
+            pf_name = pf.netdevs[0] if pf.netdevs else None
+            vf_idx = next((n for n in sorted(pf.virtfns) if pf.virtfns[n] == raw.address), None)
+            if vf_idx is None:
+                warnings.append(f"PF {pf_address} has no virtfnN link to this VF")
+        return PciFunction(
+            address=raw.address,
+            vendor=raw.vendor,
+            device=raw.device,
+            pci_class=raw.pci_class,
+            driver=raw.driver,
+            numa_node=raw.numa_node,
+            iommu_group=raw.iommu_group,
+            iommu_noiommu=raw.iommu_noiommu,
+            pf_address=pf_address,
+            pf_name=pf_name,
+            vf_index=vf_idx,
+            netdevs=raw.netdevs,
+            link_type=raw.link_type,
+            uio_devices=raw.uio,
+            rdma_devices=raw.rdma,
+            rdma_char_devices=raw.rdma_char,
+            acpi_index=raw.acpi_index,
+            sriov_totalvfs=raw.totalvfs,
+            sriov_numvfs=raw.numvfs,
+            vf_addresses=tuple(raw.virtfns[n] for n in sorted(raw.virtfns)),
+            warnings=tuple(warnings),
+        )
+
+
 def read_function_addresses(root: Path) -> list[str]:
     """The PCI addresses listed under ``<root>/bus/pci/devices``, sorted."""
     return _Reader(root).addresses()
 
 
-def read_functions(root: Path, addresses: list[str] | None = None) -> list[PciFunction]:
+def read_functions(
+    root: Path, addresses: Iterable[str] | None = None, keep: Keep | None = None
+) -> list[PciFunction]:
     """Every PCI function under ``<root>/bus/pci/devices`` (or just ``addresses``), sorted.
 
-    VFs get their PF's address, first netdev name and their index (the ``N`` of the PF's
-    ``virtfnN`` link); when the PF was not asked for, it is read for that purpose.
+    See :meth:`Reader.functions`.
     """
-    reader = _Reader(root)
-    wanted = reader.addresses() if addresses is None else sorted(set(addresses))
-    raws = {a: reader.function(a) for a in wanted}
-    pfs: dict[str, _Raw] = dict(raws)
-    for raw in list(raws.values()):
-        if raw.physfn is not None and raw.physfn not in pfs:
-            pfs[raw.physfn] = reader.function(raw.physfn)
-    vf_index: dict[str, tuple[str, int]] = {}
-    for pf in pfs.values():
-        for n, vf in pf.virtfns.items():
-            vf_index[vf] = (pf.address, n)
-    out: list[PciFunction] = []
-    for raw in raws.values():
-        pf_address = pf_name = vf_idx = None
-        if raw.physfn is not None:
-            pf_address = raw.physfn
-            pf = pfs[raw.physfn]
-            pf_name = pf.netdevs[0] if pf.netdevs else None
-            link = vf_index.get(raw.address)
-            if link is None or link[0] != pf_address:
-                raw.warnings.append(f"PF {pf_address} has no virtfnN link to this VF")
-            else:
-                vf_idx = link[1]
-        vf_addresses = tuple(raw.virtfns[n] for n in sorted(raw.virtfns))
-        out.append(
-            PciFunction(
-                address=raw.address,
-                vendor=raw.vendor,
-                device=raw.device,
-                pci_class=raw.pci_class,
-                driver=raw.driver,
-                numa_node=raw.numa_node,
-                iommu_group=raw.iommu_group,
-                iommu_noiommu=raw.iommu_noiommu,
-                pf_address=pf_address,
-                pf_name=pf_name,
-                vf_index=vf_idx,
-                netdevs=raw.netdevs,
-                link_type=raw.link_type,
-                uio_devices=raw.uio,
-                rdma_devices=raw.rdma,
-                rdma_char_devices=raw.rdma_char,
-                acpi_index=raw.acpi_index,
-                sriov_totalvfs=raw.totalvfs,
-                sriov_numvfs=raw.numvfs,
-                vf_addresses=vf_addresses,
-                warnings=tuple(raw.warnings),
-            )
-        )
-    return out
+    return Reader(root).functions(addresses, keep)
 
 
 def operstate(root: Path, function: PciFunction) -> str | None:

@@ -6,7 +6,8 @@ Owns the fake layout, which mirrors ARCHITECTURE.md §8 and what :mod:`sriovdp.s
   ``numa_node``, ``driver`` -> ``../../../bus/pci/drivers/<name>``, ``iommu_group`` ->
   ``../../../kernel/iommu_groups/<g>`` (whose ``name`` reads ``vfio-noiommu`` when asked), PFs:
   ``sriov_totalvfs``, ``sriov_numvfs``, ``virtfnN`` -> ``../<vf>``; VFs: ``physfn`` -> ``../<pf>``;
-  ``net/<if>/{type,operstate,address}`` (virtio-net: ``virtio<N>/net/<if>/``), ``uio/uio<N>``,
+  ``net/<if>/{type,operstate,address}`` and ``net/<if>/device`` -> ``../../../<addr>``
+  (virtio-net: ``virtio<N>/net/<if>/``, whose ``device`` is ``virtio<N>``), ``uio/uio<N>``,
   ``infiniband/<dev>``, ``infiniband_verbs/uverbs<N>``, ``infiniband_mad/{umad<N>,issm<N>}``,
   ``acpi_index``.
 - ``<root>/bus/pci/devices/<addr>`` -> ``../../../devices/pci<domain>:00/<addr>``;
@@ -330,6 +331,8 @@ class FakeSysfs:
         digest = sum(address.encode()) * 2654435761 & 0xFFFFFFFFFF
         mac = ":".join(f"{b:02x}" for b in (0x02, *digest.to_bytes(5, "big")))
         (net / "address").write_text(f"{mac}\n")
+        parent = net.parent.parent  # the PCI function, or its virtio<N> device
+        (net / "device").symlink_to(f"../../../{parent.name}")
         (self.root / "class/net" / name).symlink_to(os.path.relpath(net, self.root / "class/net"))
 
     def _add_rdma(self, address: str, name: str) -> None:
