@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import select
 import signal
-import threading
 from types import FrameType
 
 _PR_SET_PDEATHSIG = 1
@@ -27,11 +28,19 @@ def die_with_parent(sig: int = signal.SIGTERM, expected_parent: int | None = Non
 
 
 class StopFlag:
-    """Set by SIGTERM/SIGINT; main loops wait on it. Handlers only set the event."""
+    """Set by SIGTERM/SIGINT; main loops wait on it.
+
+    The handler takes no lock: it sets a plain attribute and writes a byte to a pipe that
+    :meth:`wait` selects on. A Python handler runs in the main thread between two bytecodes of
+    whatever that thread was doing, so ``threading.Event.set()`` in it deadlocks when the main
+    thread was inside ``Event.wait()`` holding the event's own lock (a worker that never stops,
+    and after PR_SET_PDEATHSIG an orphan that nobody ever SIGKILLs).
+    """
 
     def __init__(self) -> None:
-        self.event = threading.Event()
         self.signal: int | None = None
+        self._set = False
+        self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def install(self, *signals: int) -> None:
         for sig in signals or (signal.SIGTERM, signal.SIGINT):
@@ -39,10 +48,21 @@ class StopFlag:
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         self.signal = signum
-        self.event.set()
+        self._set = True
+        with contextlib.suppress(BlockingIOError):  # a full pipe: wait() wakes up anyway
+            os.write(self._write, b"x")
 
     def is_set(self) -> bool:
-        return self.event.is_set()
+        return self._set
 
     def wait(self, timeout: float | None) -> bool:
-        return self.event.wait(timeout)
+        """True once set; else waits up to ``timeout`` seconds (None: for ever) for the signal."""
+        if not self._set:
+            # the pipe is never drained: once written, every later wait returns at once
+            select.select([self._read], [], [], None if timeout is None else max(0.0, timeout))
+        return self._set
+
+    def close(self) -> None:
+        """Closes the pipe (the flag must no longer be installed as a handler)."""
+        os.close(self._read)
+        os.close(self._write)

@@ -1,0 +1,98 @@
+"""StopFlag (every child process's stop signal): the handler must never block the main thread."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from sriovdp.workers.runtime import StopFlag
+
+pytestmark = pytest.mark.timeout(120)
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Many short waits, each ended by a signal at a random moment: with a handler that takes a lock
+# the main thread may hold (threading.Event.set() while the main thread is inside Event.wait()),
+# one of them deadlocks the process for ever. Before the fix this hung in most runs of 300.
+_SIGNAL_DURING_WAIT = textwrap.dedent(
+    """
+    import random, signal, sys
+    from sriovdp.workers.runtime import StopFlag
+
+    for _ in range(int(sys.argv[1])):
+        flag = StopFlag()
+        flag.install(signal.SIGALRM)
+        signal.setitimer(signal.ITIMER_REAL, random.uniform(0.0001, 0.002))
+        while not flag.wait(0.0001):
+            pass
+        assert flag.signal == signal.SIGALRM
+        flag.close()
+    print("done")
+    """
+)
+
+
+def _python(code: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_a_signal_during_wait_never_deadlocks_the_main_thread() -> None:
+    # the bound is for a hang, not a measurement: the loop takes about a second
+    out = _python(_SIGNAL_DURING_WAIT, "1000", timeout=90)
+    assert out.returncode == 0 and out.stdout.strip() == "done", out.stderr
+
+
+def test_wait_without_timeout_returns_when_signalled() -> None:
+    code = textwrap.dedent(
+        """
+        import os, signal, sys
+        from sriovdp.workers.runtime import StopFlag
+
+        flag = StopFlag()
+        flag.install()
+        print("waiting", flush=True)
+        assert flag.wait(None) and flag.is_set() and flag.signal == signal.SIGTERM
+        assert flag.wait(0) and flag.wait(None)  # stays set
+        print("stopped", flush=True)
+        """
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env, cwd=REPO
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "waiting"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        assert proc.stdout.read().strip() == "stopped"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_unset_flag_waits_out_its_timeout() -> None:
+    flag = StopFlag()
+    try:
+        assert not flag.is_set()
+        assert flag.wait(0) is False
+        assert flag.wait(-1) is False  # a deadline already passed is not an error
+        assert flag.signal is None
+    finally:
+        flag.close()
