@@ -261,6 +261,7 @@ class HealthMonitor:
         if not self.ready:
             self.ready = True
             self._bus.publish(WorkerReady(self.name, os.getpid()))
+            runtime.release_memory()  # the first dump's decoding garbage
             log.info("first link dump published", extra={"links": len(self.table.states())})
 
     def on_stale_state(self, state: LinkState) -> None:

@@ -433,6 +433,7 @@ def main(argv: list[str]) -> int:
         )
         watcher.start()
         bus.publish(WorkerReady(args.name, os.getpid()))
+        runtime.release_memory()
         poller = select.poll()
         poller.register(wakeup.fileno(), select.POLLIN)
         polled: inotify.Inotify | None = None

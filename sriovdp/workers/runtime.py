@@ -1,9 +1,11 @@
-"""Process plumbing every child uses: parent-death signal, stop flag (every child process)."""
+"""Process plumbing every child uses: parent-death signal, stop flag, memory release (every child
+process)."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import os
 import select
 import signal
@@ -25,6 +27,15 @@ def die_with_parent(sig: int = signal.SIGTERM, expected_parent: int | None = Non
         pass
     if expected_parent is not None and os.getppid() != expected_parent:
         os._exit(0)
+
+
+def release_memory() -> None:
+    """Start-up garbage back to the kernel, once the process is ready: ``gc.collect()`` then
+    glibc's ``malloc_trim(0)`` (the free pages of every malloc arena, not only the heap's top).
+    In a child of the zygote this also drops the freed-but-still-mapped pages it copied."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 class StopFlag:
