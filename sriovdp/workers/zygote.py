@@ -226,6 +226,10 @@ def preload(modules: Sequence[str] = PRELOAD) -> list[str]:
             missing.append(name)
     gc.collect()
     gc.freeze()  # keep the collector from touching (and so copying) the shared pages
+    # the import garbage's free malloc pages back to the kernel before any fork: otherwise every
+    # child inherits them resident and copies each one its own allocations land on
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
     return missing
 
 
