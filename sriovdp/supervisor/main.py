@@ -14,6 +14,8 @@ that the loop polls: the pipe is the queue. Never imports grpc or pyroute2.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import logging
 import os
 import signal
@@ -232,6 +234,7 @@ class Supervisor:
         assert self.arbiter is not None and self.broker is not None and self.control is not None
         arbiter, broker, control = self.arbiter, self.broker, self.control
         arbiter.reconcile()
+        release_memory()  # config loading and start-up garbage: the loop runs for months
         poller = zmq.Poller()
         for sock in (broker.pull, broker.xpub, control.sock):
             poller.register(sock, zmq.POLLIN)
@@ -414,6 +417,13 @@ class Supervisor:
 
 def _enqueue_only(_signum: int, _frame: object) -> None:
     """The handler of every signal we catch: the wakeup fd already queued its number."""
+
+
+def release_memory() -> None:
+    """``gc.collect()`` then glibc's ``malloc_trim(0)``: free pages back to the kernel."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def run(opts: RunOptions, load: Callable[[str, str], NodeConfig] = load_config) -> int:
