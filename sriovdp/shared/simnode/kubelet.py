@@ -186,19 +186,15 @@ class KubeletStandIn:
             self.refused.append(problem)
             return problem
         conn = _Connection(request.resource_name, request.endpoint, channel, stub)
+        conn.call = stub.ListAndWatch(api_pb2.Empty())
+        # the registration is recorded in the same step that makes the connection visible, and
+        # before its first list can arrive: a waiter that sees the new endpoint listed also sees
+        # its registration (it was appended after the watch thread started, a window under load)
         with self._cond:
             old = self._conns.get(request.resource_name)
             self._conns[request.resource_name] = conn
             if old is not None:
                 old.alive = False
-        if old is not None:
-            _close(old)
-        conn.call = stub.ListAndWatch(api_pb2.Empty())
-        conn.thread = threading.Thread(
-            target=self._watch, args=(conn,), name=f"law-{request.resource_name}", daemon=True
-        )
-        conn.thread.start()
-        with self._cond:
             self.registrations.append(
                 Registration(
                     request.resource_name,
@@ -209,6 +205,12 @@ class KubeletStandIn:
                 )
             )
             self._cond.notify_all()
+        if old is not None:
+            _close(old)
+        conn.thread = threading.Thread(
+            target=self._watch, args=(conn,), name=f"law-{request.resource_name}", daemon=True
+        )
+        conn.thread.start()
         return None
 
     def _watch(self, conn: _Connection) -> None:
