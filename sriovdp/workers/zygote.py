@@ -184,20 +184,20 @@ class Zygote:
             self.report(op="error", id=rid if isinstance(rid, int) else -1, error="bad request")
             return
         gc.freeze()  # what the zygote allocated since the last fork: shared, never collected
+        zygote_pid = os.getpid()  # before the fork: in the child, getppid() may already be a reaper
         try:
             pid = os.fork()
         except OSError as exc:
             self.report(op="error", id=rid, error=f"fork: {exc}")
             return
         if pid == 0:
-            self._become_child(name, entry, argv)  # never returns
+            self._become_child(zygote_pid, name, entry, argv)  # never returns
         self.children.add(pid)
         self.report(op="spawned", id=rid, pid=pid)
 
-    def _become_child(self, name: str, entry: str, argv: list[str]) -> None:
+    def _become_child(self, zygote_pid: int, name: str, entry: str, argv: list[str]) -> None:
         code = 1
         try:
-            zygote_pid = os.getppid()
             signal.set_wakeup_fd(-1)
             for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)
