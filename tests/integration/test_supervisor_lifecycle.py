@@ -198,7 +198,7 @@ def test_sigkill_of_the_supervisor_takes_every_child_down(
     pids = [row["pid"] for row in sup.wait_running().values()]
     sup.stop(signal.SIGKILL)
     # PR_SET_PDEATHSIG: each child is signalled the moment its parent goes (no polling)
-    wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=10, what="children to die")
+    wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=30, what="children to die")
 
 
 def test_config_exit_is_fatal_and_status_says_not_running(
