@@ -55,23 +55,23 @@ def test_pf_down_makes_only_its_vfs_unhealthy_and_up_heals(
     node, ns = linked_node
     k = node.stand_in()
     assert k.wait_for(node.all_registered(), 30), node.log_text()
-    assert k.wait_for(node.pool_is(0, True), 10)
+    assert k.wait_for(node.pool_is(0, True), 30)
     lists_before = k.lists_received(resource(1))
 
     ns.ip("link", "set", pf_netdev(0), "down")
-    assert k.wait_for(node.pool_is(0, False), 10), node.log_text()
+    assert k.wait_for(node.pool_is(0, False), 30), node.log_text()
     assert node.pool_is(1, True)(k)
     assert k.lists_received(resource(1)) == lists_before  # the other pool was not even re-sent
 
     ns.ip("link", "set", pf_netdev(0), "up")
-    assert k.wait_for(node.pool_is(0, True), 10), node.log_text()
+    assert k.wait_for(node.pool_is(0, True), 30), node.log_text()
 
     # carrier loss (the peer goes down) is Unhealthy too, though the PF stays admin up
     ns.ip("link", "set", f"{pf_netdev(1)}p", "down")
-    assert k.wait_for(node.pool_is(1, False), 10), node.log_text()
+    assert k.wait_for(node.pool_is(1, False), 30), node.log_text()
     assert node.pool_is(0, True)(k)
     ns.ip("link", "set", f"{pf_netdev(1)}p", "up")
-    assert k.wait_for(node.pool_is(1, True), 10), node.log_text()
+    assert k.wait_for(node.pool_is(1, True), 30), node.log_text()
 
 
 def test_1000_toggles_end_in_the_kernel_state(linked_node: tuple[SimNode, NetNS]) -> None:

@@ -35,7 +35,7 @@ def test_fifty_kubelet_restarts_every_pool_registers_again_each_time(node: SimNo
     assert k.wait_for(node.all_registered(generation=1), 30), node.log_text()
     for _ in range(50):
         k.restart()
-        assert k.wait_for(node.all_registered(generation=k.generation), 15), (
+        assert k.wait_for(node.all_registered(generation=k.generation), 30), (
             f"generation {k.generation}: {[(r.resource, r.generation) for r in k.registrations]}"
             f"\n{node.log_text()}"
         )

@@ -109,7 +109,7 @@ def test_garbage_on_bus_and_control_is_dropped_and_counted(node: SimNode) -> Non
     k = node.stand_in()
     vf = sorted(node.vfs(0))[0]
     assert k.allocate(resource(0), [vf]).envs
-    assert k.wait_for(node.all_registered(), 10)
+    assert k.wait_for(node.all_registered(), 30)
 
 
 def test_run_dir_and_sockets_are_private(node: SimNode) -> None:

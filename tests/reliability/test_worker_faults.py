@@ -35,7 +35,7 @@ PF0_VFS = [f"0000:04:00.{i}" for i in range(4)]  # the iavf VFs of sim0pf0 (pool
 
 def start(spawn: Any, kubelet: KubeletStandIn, node: Node, resource: str, *args: str) -> Any:
     worker = spawn(CHILD[resource], "--run-dir", str(node.run_dir), *args)
-    assert kubelet.wait_for(lambda k: listed(k, resource), 15), worker.log()
+    assert kubelet.wait_for(lambda k: listed(k, resource), 30), worker.log()
     return worker
 
 
@@ -141,7 +141,7 @@ def test_sixteen_clients_allocate_and_prefer_while_health_changes(
             broker.publish(LinkState("sim0pf1", 9, "DOWN" if down else "UP", not down, True))
             want: set[str] = pf1 if down else set()
             with cond:
-                assert cond.wait_for(functools.partial(last_is, lists, want), 15), (
+                assert cond.wait_for(functools.partial(last_is, lists, want), 30), (
                     f"own stream stalled at flip {flips}: {lists[-1:]}"
                 )
             assert kubelet.wait_for(
@@ -304,7 +304,7 @@ def test_broken_sysfs_entries_leave_the_other_devices_served(
     grp.unlink()
     grp.symlink_to("iommu_group")
     worker = spawn(CHILD[NET], "--run-dir", str(node.run_dir))
-    assert kubelet.wait_for(lambda k: listed(k, NET), 15), worker.log()
+    assert kubelet.wait_for(lambda k: listed(k, NET), 30), worker.log()
     ids = {d.id for d in kubelet.devices(NET)}
     good = {"0000:04:00.0"} | {f"0000:05:00.{i}" for i in range(4)}
     assert good <= ids, (sorted(ids), worker.log())

@@ -61,7 +61,7 @@ class Listener:
             self.latest[env.topic] = env.message
             env = self.client.receive(0)
 
-    def wait_until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    def wait_until(self, predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
         """Pumps messages until predicate() holds; False if it never did within timeout."""
         import time
 

@@ -41,7 +41,7 @@ def listed(kubelet: KubeletStandIn, resource: str, count: int | None = None) -> 
 
 def start(spawn: Any, kubelet: KubeletStandIn, resource: str, *args: str) -> Any:
     worker = spawn(CHILD[resource], *args)
-    assert kubelet.wait_for(lambda k: listed(k, resource), 15), worker.log()
+    assert kubelet.wait_for(lambda k: listed(k, resource), 30), worker.log()
     return worker
 
 
@@ -77,7 +77,7 @@ def test_kubelet_absent_at_start(demo: Node, spawn: Any) -> None:
     assert not stale.exists()  # a stale socket of the same pool was removed first
     kubelet = KubeletStandIn(demo.plugin_dir)
     try:
-        assert kubelet.wait_for(lambda k: listed(k, UIO, 4), 15), worker.log()
+        assert kubelet.wait_for(lambda k: listed(k, UIO, 4), 30), worker.log()
     finally:
         kubelet.stop()
 
@@ -208,7 +208,7 @@ def test_cdi_and_sigterm_cleanup(demo: Node, kubelet: KubeletStandIn, spawn: Any
     assert demo.sockets() == ["kubelet.sock"]
     assert not spec_file.exists() and not devinfo.exists()
     assert (demo.devinfo_dir / "someone-else.json").exists()
-    assert kubelet.wait_for(lambda k: k.allocatable()[VFIO] == 0, 5)
+    assert kubelet.wait_for(lambda k: k.allocatable()[VFIO] == 0, 30)
 
 
 def test_crash_keeps_devinfo(demo: Node, kubelet: KubeletStandIn, spawn: Any) -> None:
@@ -287,7 +287,7 @@ def test_new_device_type_from_a_module(node: Node, kubelet: KubeletStandIn, spaw
     env = worker_env()
     env["PYTHONPATH"] = f"{node.base / 'mods'}{os.pathsep}{env['PYTHONPATH']}"
     spawn("intel-com_accel", "--driver-module", "fake_accel_driver", env=env)
-    assert kubelet.wait_for(lambda k: listed(k, "intel.com/accel", 1), 15)
+    assert kubelet.wait_for(lambda k: listed(k, "intel.com/accel", 1), 30)
     resp = kubelet.allocate("intel.com/accel", ["0000:30:00.0"])
     assert [(d.container_path, d.host_path) for d in resp.devices] == [
         ("/dev/accel0", "/dev/accel/0000:30:00.0")
@@ -300,10 +300,10 @@ def test_vf_count_change_without_restart(demo: Node, kubelet: KubeletStandIn, sp
     worker = start(spawn, kubelet, NET, "--rescan-interval", "0.2")
     assert len(kubelet.devices(NET)) == 8
     demo.sysfs.set_num_vfs("0000:03:00.0", 2, vf_driver="iavf")
-    assert kubelet.wait_for(lambda k: len(k.devices(NET)) == 6, 10), worker.log()
+    assert kubelet.wait_for(lambda k: len(k.devices(NET)) == 6, 30), worker.log()
     assert "0000:04:00.3" not in ids(kubelet, NET)
     demo.sysfs.set_num_vfs("0000:03:00.0", 8, vf_driver="iavf")
-    assert kubelet.wait_for(lambda k: len(k.devices(NET)) == 12, 10), worker.log()
+    assert kubelet.wait_for(lambda k: len(k.devices(NET)) == 12, 30), worker.log()
     assert kubelet.allocate(NET, ["0000:04:00.7"]).envs
     assert len(kubelet.registrations) == 1 and worker.proc.poll() is None
 
@@ -314,6 +314,6 @@ def test_reregisters_after_kubelet_restart_without_bus(
     worker = start(spawn, kubelet, VFIO, "--heartbeat-interval", "0.2")
     first = kubelet.endpoint(VFIO)
     kubelet.restart()
-    assert kubelet.wait_for(lambda k: listed(k, VFIO, 4) and k.endpoint(VFIO) != first, 10)
+    assert kubelet.wait_for(lambda k: listed(k, VFIO, 4) and k.endpoint(VFIO) != first, 30)
     assert worker.proc.poll() is None
     assert demo.sockets() == sorted(["kubelet.sock", kubelet.endpoint(VFIO) or ""])
