@@ -7,6 +7,13 @@ The main thread owns the lifecycle: it discovers the pool, starts serving, start
 then loops on an action queue fed by signal handlers, the bus thread and its own timers (heartbeat,
 rescan, socket check). Nothing in the loop polls faster than a few seconds when idle.
 
+Threads: ``MainThread`` (that loop, and the only one that sees signals), ``grpc-aio`` (the asyncio
+loop of the ``grpc.aio`` server, :mod:`~sriovdp.workers.plugin.server`: every RPC runs there),
+``register`` (:class:`~sriovdp.workers.plugin.registration.Registrar`), ``bus`` (on the bus only,
+:class:`~sriovdp.workers.plugin.bus_link.BusLink`), plus grpc's and libzmq's native threads. State
+changes made in ``bus`` or ``MainThread`` reach the streams through
+:meth:`~sriovdp.workers.plugin.state.PoolState.add_waker`.
+
 Readiness (``WorkerReady``) is published once the server is serving and the first registration
 attempt has completed, successful or not: a node whose kubelet is not up yet must not look like a
 worker that cannot start (the supervisor would restart it in a loop); ``PoolSummary.registered``

@@ -4,27 +4,65 @@ Every :meth:`PluginServer.start` serves on a fresh file name, ``<child>-<start-i
 removing stale sockets of the same pool (earlier runs of this worker, or our own previous socket);
 the kubelet only ever learns the newest name. The servicer outlives servers: re-serving after a
 kubelet restart keeps the device table and health as they are.
+
+Servers are ``grpc.aio`` servers on one asyncio event loop that runs, for the life of the worker,
+in a thread of its own (:class:`EventLoopThread`, thread name ``grpc-aio``); the main thread keeps
+its action loop and signal handling and drives the servers through
+:meth:`EventLoopThread.call`. Idle, the loop thread and grpc's completion-queue poller block
+without a deadline (the synchronous server's poller woke every 200 ms to let Python see signals).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
 import stat
-from concurrent import futures
+import threading
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
+import grpc.aio
 
 from sriovdp.proto import api_pb2_grpc
 from sriovdp.workers.plugin.servicer import DevicePluginServicer
 
 log = logging.getLogger(__name__)
 
-#: threads per server: each open ListAndWatch stream holds one; the kubelet needs one or two
-MAX_WORKERS = 16
+T = TypeVar("T")
+
+#: how long the main thread waits for the loop to start or stop a server
+LOOP_CALL_TIMEOUT_S = 5.0
+#: channel args of every server: one socket per name (no SO_REUSEPORT on a unix socket)
+SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
+
+
+class EventLoopThread:
+    """An asyncio loop in a daemon thread; other threads run coroutines on it and wait."""
+
+    def __init__(self, name: str = "grpc-aio") -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = LOOP_CALL_TIMEOUT_S) -> T:
+        """Runs ``coro`` on the loop and returns its result (raises what it raises)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Stops the loop (tasks still pending are dropped with the process)."""
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +72,7 @@ class Serving:
     name: str
     path: Path
     inode: int
-    server: grpc.Server
+    server: grpc.aio.Server
 
 
 #: hex digits of the start id in socket names; the exact pattern keeps ``pool`` from matching
@@ -70,16 +108,20 @@ def remove_stale(plugin_dir: Path, child: str, keep: str | None = None) -> list[
 
 
 class PluginServer:
-    """Starts and stops the gRPC servers of one pool."""
+    """Starts and stops the gRPC servers of one pool (called from the main thread)."""
 
     def __init__(self, plugin_dir: Path, child: str, servicer: DevicePluginServicer) -> None:
         self.plugin_dir = plugin_dir
         self.child = child
         self.servicer = servicer
         self.current: Serving | None = None
+        self._loop: EventLoopThread | None = None
 
     def start(self) -> Serving:
         """Serves on a fresh socket, then stops the previous server (if any). Raises on failure."""
+        if self._loop is None:
+            self._loop = EventLoopThread()
+            self.servicer.attach(self._loop.loop)
         self.plugin_dir.mkdir(parents=True, exist_ok=True)
         previous = self.current
         stale = remove_stale(self.plugin_dir, self.child)
@@ -87,19 +129,28 @@ class PluginServer:
             log.info("removed stale sockets of this pool: %s", ", ".join(stale))
         name = f"{self.child}-{secrets.token_hex(START_ID_HEX // 2)}.sock"
         path = self.plugin_dir / name
-        server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="grpc"),
-            options=[("grpc.so_reuseport", 0)],
-        )
-        api_pb2_grpc.add_DevicePluginServicer_to_server(self.servicer, server)  # type: ignore[no-untyped-call]
-        if server.add_insecure_port(f"unix:{path}") == 0:
-            raise OSError(f"cannot bind unix socket {path}")
-        server.start()
+        server = self._loop.call(self._serve(path))
         self.current = Serving(name, path, path.stat().st_ino, server)
         if previous is not None:
-            previous.server.stop(grace=0)
+            self._loop.call(previous.server.stop(grace=0))
         log.info("serving on %s", path)
         return self.current
+
+    async def _serve(self, path: Path) -> grpc.aio.Server:
+        """On the loop: a new server on ``path``, started."""
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        api_pb2_grpc.add_DevicePluginServicer_to_server(self.servicer, server)  # type: ignore[no-untyped-call]
+        try:
+            port = server.add_insecure_port(f"unix:{path}")
+        except RuntimeError as exc:
+            port, why = 0, f": {exc}"
+        else:
+            why = ""
+        if port == 0:
+            await server.stop(grace=None)
+            raise OSError(f"cannot bind unix socket {path}{why}")
+        await server.start()
+        return server
 
     def socket_intact(self) -> bool:
         """Whether our current socket file still exists and is ours (same inode)."""
@@ -112,14 +163,19 @@ class PluginServer:
             return False
 
     def stop(self, grace: float = 0.5) -> None:
-        """Stops serving and removes our socket file (only if it is still ours)."""
+        """Stops serving, removes our socket file (only if it is still ours), ends the loop."""
         cur, self.current = self.current, None
-        if cur is None:
-            return
-        event = cur.server.stop(grace=grace)
-        event.wait(grace + 0.5)
-        try:
-            if os.stat(cur.path).st_ino == cur.inode:
-                os.unlink(cur.path)
-        except OSError:
-            pass
+        loop, self._loop = self._loop, None
+        if cur is not None and loop is not None:
+            try:
+                loop.call(cur.server.stop(grace=grace), timeout=grace + 0.5)
+            except Exception as exc:  # stopping anyway: the socket goes, the process ends
+                log.warning("server did not stop cleanly: %r", exc)
+        if cur is not None:
+            try:
+                if os.stat(cur.path).st_ino == cur.inode:
+                    os.unlink(cur.path)
+            except OSError:
+                pass
+        if loop is not None:
+            loop.stop()

@@ -4,13 +4,21 @@ Stateless apart from counters: devices, health and precomputed answers come from
 :class:`~sriovdp.workers.plugin.state.PoolState`, device-info files go through
 :class:`~sriovdp.workers.plugin.devinfo.DevInfoWriter`. One servicer serves every socket the worker
 opens over its life (re-registration opens a new socket, the servicer stays).
+
+The handlers are coroutines of a ``grpc.aio`` server, all on the server's one event loop
+(:class:`~sriovdp.workers.plugin.server.EventLoopThread`): the work behind each answer is
+synchronous and short (Allocate's answers are precomputed), so it runs right in the handler, with
+no hop to an executor. A ListAndWatch stream is a task waiting on a :class:`ChangeSignal`, which
+the threads that change the pool (bus thread: link health; main thread: rescans, stop) fire with
+``loop.call_soon_threadsafe``; a client that goes away cancels its task at once. Idle streams cost
+nothing: no timer, no polling.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-import threading
-from collections.abc import Iterator
 
 import grpc
 
@@ -22,67 +30,88 @@ from sriovdp.workers.plugin.state import PoolState
 
 log = logging.getLogger(__name__)
 
-#: a quiet stream re-checks its client this often (no timer at all would also work: departing
-#: clients wake it through their callback); keeps idle CPU at nothing
-STREAM_RECHECK_S = 60.0
-
 OPTIONS = api_pb2.DevicePluginOptions(
     pre_start_required=False, get_preferred_allocation_available=True
 )
 
 
+class ChangeSignal:
+    """Broadcast "the pool's view changed" from any thread to the streams on one event loop.
+
+    :meth:`fire` may be called from any thread (it only schedules); the streams, on the loop, take
+    :attr:`event` *before* reading the view and wait on it when the view is unchanged. Each firing
+    sets the current event and installs a fresh one, so no change between reading the view and
+    waiting is lost: the view is swapped before its firing is scheduled, and the firing runs on
+    the loop only after the stream awaits.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.event = asyncio.Event()
+
+    def fire(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing left to wake
+            self._loop.call_soon_threadsafe(self._set)
+
+    def _set(self) -> None:
+        event, self.event = self.event, asyncio.Event()
+        event.set()
+
+
 class DevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
+    """The handlers; every one runs on the server's event loop (counters need no lock)."""
+
     def __init__(self, state: PoolState, devinfo: DevInfoWriter) -> None:
         self.state = state
         self.devinfo = devinfo
-        self._lock = threading.Lock()
+        self._signal: ChangeSignal | None = None
         self.open_streams = 0
         self.allocations = 0
         self.allocated_ids = 0
         self.refused = 0
 
-    def GetDevicePluginOptions(
-        self, request: api_pb2.Empty, context: grpc.ServicerContext
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Binds ListAndWatch to ``loop`` (once, before the first server starts)."""
+        if self._signal is None:
+            self._signal = ChangeSignal(loop)
+            self.state.add_waker(self._signal.fire)
+
+    async def GetDevicePluginOptions(
+        self, request: api_pb2.Empty, context: grpc.aio.ServicerContext
     ) -> api_pb2.DevicePluginOptions:
         return OPTIONS
 
-    def ListAndWatch(
-        self, request: api_pb2.Empty, context: grpc.ServicerContext
-    ) -> Iterator[api_pb2.ListAndWatchResponse]:
-        gone = threading.Event()
-
-        def left() -> None:
-            gone.set()
-            self.state.wake()
-
-        if not context.add_callback(left):
-            return
-        with self._lock:
-            self.open_streams += 1
-            opened = self.open_streams
-        log.info("ListAndWatch stream opened (%d open)", opened)
+    async def ListAndWatch(self, request: api_pb2.Empty, context: grpc.aio.ServicerContext) -> None:
+        signal = self._signal
+        assert signal is not None, "attach() before serving"
+        self.open_streams += 1
+        log.info("ListAndWatch stream opened (%d open)", self.open_streams)
         reason = "client left"
         try:
             view = self.state.view
-            yield view.listing
+            await context.write(view.listing)
             while True:
-                new = self.state.wait_change(view.version, gone.is_set, STREAM_RECHECK_S)
-                if gone.is_set() or not context.is_active():
-                    break
+                changed = signal.event  # before reading the view: see ChangeSignal
+                new = self.state.view
                 if new.closed:
                     reason = "worker stopping"
                     break
                 if new.version != view.version:
                     view = new
-                    yield view.listing
+                    await context.write(view.listing)
+                else:
+                    await changed.wait()
+        # a client that goes away (or a server that stops) cancels this task at once:
+        # CancelledError passes through, with the reason "client left"
+        except Exception as exc:
+            # a write to a client that has just gone: the stream is over either way
+            reason = f"client left ({type(exc).__name__})"
         finally:
-            with self._lock:
-                self.open_streams -= 1
-                still = self.open_streams
-            log.info("ListAndWatch stream closed: %s (%d open)", reason, still)
+            self.open_streams -= 1
+            log.info("ListAndWatch stream closed: %s (%d open)", reason, self.open_streams)
 
-    def GetPreferredAllocation(
-        self, request: api_pb2.PreferredAllocationRequest, context: grpc.ServicerContext
+    async def GetPreferredAllocation(
+        self, request: api_pb2.PreferredAllocationRequest, context: grpc.aio.ServicerContext
     ) -> api_pb2.PreferredAllocationResponse:
         view = self.state.view
         out = []
@@ -97,9 +126,18 @@ class DevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
             out.append(api_pb2.ContainerPreferredAllocationResponse(deviceIDs=ids))
         return api_pb2.PreferredAllocationResponse(container_responses=out)
 
-    def Allocate(
-        self, request: api_pb2.AllocateRequest, context: grpc.ServicerContext
+    async def Allocate(
+        self, request: api_pb2.AllocateRequest, context: grpc.aio.ServicerContext
     ) -> api_pb2.AllocateResponse:
+        try:
+            return self.allocate(request)
+        except AllocationError as exc:
+            await context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
+            raise  # not reached: abort raises
+
+    def allocate(self, request: api_pb2.AllocateRequest) -> api_pb2.AllocateResponse:
+        """Allocate's work (synchronous, no I/O but the device-info files); raises
+        :class:`AllocationError` for a refused request, before anything is written."""
         view = self.state.view
         table = view.allocation
         try:
@@ -110,18 +148,15 @@ class DevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
                 for creq in request.container_requests
             ]
         except AllocationError as exc:
-            with self._lock:
-                self.refused += 1
+            self.refused += 1
             log.info("Allocate refused: %s", exc)
-            context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
-            raise  # not reached: abort raises
+            raise
         response = api_pb2.AllocateResponse(
             container_responses=[table.response(entries) for entries in validated]
         )
         errors = self.devinfo.write(e for entries in validated for e in entries)
-        with self._lock:
-            self.allocations += 1
-            self.allocated_ids += sum(len(entries) for entries in validated)
+        self.allocations += 1
+        self.allocated_ids += sum(len(entries) for entries in validated)
         ids = [e.id for entries in validated for e in entries]
         if errors:
             log.warning(
@@ -136,7 +171,7 @@ class DevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
             log.debug("Allocate %s", ",".join(ids))
         return response
 
-    def PreStartContainer(
-        self, request: api_pb2.PreStartContainerRequest, context: grpc.ServicerContext
+    async def PreStartContainer(
+        self, request: api_pb2.PreStartContainerRequest, context: grpc.aio.ServicerContext
     ) -> api_pb2.PreStartContainerResponse:
         return api_pb2.PreStartContainerResponse()

@@ -2,8 +2,9 @@
 
 :class:`PoolState` owns the devices, the link states they depend on, and the answers built from
 them. Readers take :attr:`PoolState.view`, an immutable snapshot swapped in whole on every change
-(Allocate reads it without a lock). ListAndWatch streams wait on a condition that every change,
-every departing client and :meth:`PoolState.close` notify.
+(Allocate reads it without a lock). Every new view (a change, or :meth:`PoolState.close`) calls the
+wakers (:meth:`PoolState.add_waker`): the gRPC server's event loop wakes its ListAndWatch streams
+through one; threads can also block in :meth:`PoolState.wait_change`.
 
 Health: a device with no health link is Healthy while it exists; otherwise it follows the
 LinkState of its health link (a VF's PF netdev, or a function's own netdev), Healthy until the
@@ -77,6 +78,7 @@ class PoolState:
         self._cond = threading.Condition()
         self._links: dict[str, LinkState] = {}
         self._listeners: list[Callable[[View, str], None]] = []
+        self._wakers: list[Callable[[], None]] = []
         devs = {d.id: d for d in devices}
         self._view = self._make_view(0, devs, build_table(devs.values()), closed=False)
 
@@ -87,6 +89,13 @@ class PoolState:
     def add_listener(self, callback: Callable[[View, str], None]) -> None:
         """``callback(view, reason)`` after every change, outside the lock."""
         self._listeners.append(callback)
+
+    def add_waker(self, callback: Callable[[], None]) -> None:
+        """``callback()`` right after every new view, closing included, in the changing thread
+        and under the state's lock: it must be quick and must not block or call back into the
+        state (``loop.call_soon_threadsafe`` is the intended use)."""
+        with self._cond:
+            self._wakers.append(callback)
 
     def links(self) -> set[str]:
         """The health links the current devices depend on."""
@@ -114,6 +123,8 @@ class PoolState:
         """Publishes a new view (caller holds the lock) and wakes every stream."""
         self._view = view
         self._cond.notify_all()
+        for wake in self._wakers:
+            wake()
 
     def _notify(self, view: View, reason: str) -> None:
         for callback in list(self._listeners):
@@ -167,11 +178,6 @@ class PoolState:
                 lambda: self._view.version != version or self._view.closed or gone(), timeout
             )
             return self._view
-
-    def wake(self) -> None:
-        """Wakes every waiting stream (a client left: its stream re-checks and ends)."""
-        with self._cond:
-            self._cond.notify_all()
 
     def close(self) -> None:
         """Ends every ListAndWatch stream (graceful stop)."""
