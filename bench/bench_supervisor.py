@@ -96,6 +96,21 @@ def comm(pid: int) -> str:
         return "?"
 
 
+#: ``comm`` prefix of each infrastructure child (the zygote names its forks ``sdp-<name>``)
+_ROLE_COMMS = {
+    "sdp-zygote": "zygote",
+    "sdp-health-moni": "health-monitor",
+    "sdp-kubelet-wat": "kubelet-watcher",
+}
+
+
+def role_of(pid: int, root: int, name: str) -> str:
+    """``supervisor``, ``zygote``, ``health-monitor``, ``kubelet-watcher`` or ``plugin``."""
+    if pid == root:
+        return "supervisor"
+    return _ROLE_COMMS.get(name, "plugin")
+
+
 def config_for(pfs: int) -> dict[str, Any]:
     return {
         "resourceList": [
@@ -165,12 +180,26 @@ def run_one(mode: str, pfs: int, vfs: int, idle_s: float) -> dict[str, Any]:
         "idle_cpu_ms": round(idle_ms, 1),
         "idle_cpu_ms_from_ticks": round(idle_ticks_ms, 1),
         "per_process": [
-            {"comm": name, "pss_mb": round(mb, 1), "idle_cpu_ms": round(cpu_ms[p], 2)}
+            {
+                "comm": name,
+                "role": role_of(p, proc.pid, name),
+                "pss_mb": round(mb, 1),
+                "idle_cpu_ms": round(cpu_ms[p], 2),
+            }
             for p, (name, mb) in per_process.items()
         ],
         "stop_s": round(stop_s, 3),
         "exit_code": rc,
     }
+
+
+def pss_by_role(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Median PSS per role over every run (per process: a plugin worker's is one worker's)."""
+    values: dict[str, list[float]] = {}
+    for run in runs:
+        for process in run["per_process"]:
+            values.setdefault(process["role"], []).append(process["pss_mb"])
+    return {role: round(statistics.median(v), 1) for role, v in sorted(values.items())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,14 +222,18 @@ def main(argv: list[str] | None = None) -> int:
         row = dict(mine[0])
         for key in ("registered_s", "pss_mb", "pss_per_process_mb", "idle_cpu_ms", "stop_s"):
             row[key] = statistics.median(r[key] for r in mine)
+        row["pss_by_role_mb"] = pss_by_role(mine)
         row["runs"] = mine
         results.append(row)
-    cols = ("mode", "processes", "registered_s", "pss_mb", "pss_per_process_mb")
+    cols: tuple[str, ...] = ("mode", "processes", "registered_s", "pss_mb", "pss_per_process_mb")
     cols += ("idle_cpu_ms", "stop_s", "exit_code")
     print(f"{args.pools} pools x {args.vfs} VFs, median of {args.repeat}; targets: {TARGETS}")
     print("  ".join(f"{c:>18}" for c in cols))
     for r in results:
         print("  ".join(f"{r[c]!s:>18}" for c in cols))
+    for r in results:
+        roles = ", ".join(f"{role} {mb}" for role, mb in r["pss_by_role_mb"].items())
+        print(f"{r['mode']}: median PSS per process (MB; plugin = one worker): {roles}")
     if args.json:
         args.json.write_text(json.dumps({"targets": TARGETS, "results": results}, indent=2))
     return 0
