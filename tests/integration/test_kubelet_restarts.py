@@ -8,12 +8,12 @@ again and a complete device list; deleting one worker's socket re-registers that
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 
 import pytest
 
 from tests.integration.conftest import SimNode, resource
+from tests.reliability.procs import settle
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -63,11 +63,21 @@ def test_deleting_one_worker_socket_re_registers_that_pool_alone(node: SimNode) 
     assert sum(r.resource == resource(0) for r in k.registrations) == counts[0] + 1
 
 
+def _all_running(node: SimNode) -> bool:
+    try:
+        rows = node.rows()
+    except Exception:  # the control socket is not there yet
+        return False
+    return len(rows) == POOLS + 2 and all(r["state"] == "RUNNING" for r in rows.values())
+
+
 def test_kubelet_started_after_the_supervisor() -> None:
     node = SimNode(POOLS, 2, kubelet=False)
     try:
         node.start_supervisor()
-        time.sleep(5)  # the node boots without a kubelet for a while
+        # the node boots without a kubelet: every child up (each pool serving, its first
+        # registration refused for want of kubelet.sock) before the kubelet appears
+        assert settle(lambda: _all_running(node), 60), node.log_text()
         assert not (node.plugin_dir / "kubelet.sock").exists()
         k = node.start_kubelet()
         assert k.wait_for(node.all_registered(generation=1), 30), node.log_text()
