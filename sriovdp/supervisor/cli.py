@@ -50,6 +50,12 @@ def cli() -> None:
     """SR-IOV device plugin for Kubernetes: one isolated worker process per resource pool."""
 
 
+def command(name: str) -> click.Command | None:
+    """The subcommand called ``name`` (imported on demand), or None: for docs and tests."""
+    with click.Context(cli) as ctx:
+        return cli.get_command(ctx, name)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli()

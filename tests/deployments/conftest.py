@@ -43,7 +43,9 @@ def cli_group() -> click.Group:
 
 def cli_command(name: str) -> click.Command:
     """A real subcommand of ``sriov-supervisor`` (fails the test when it does not exist)."""
-    command = cli_group().commands.get(name)
+    from sriovdp.supervisor.cli import command as lookup
+
+    command = lookup(name)
     assert command is not None, f"sriov-supervisor has no {name!r} command"
     return command
 

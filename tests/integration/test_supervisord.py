@@ -291,7 +291,7 @@ def test_program_stop_settings_match_the_supervisor() -> None:
     from supervisor.datatypes import RestartUnconditionally
     from supervisor.options import ServerOptions
 
-    from sriovdp.supervisor.cli import cli
+    from sriovdp.supervisor.cli import command
 
     root = Path(tempfile.mkdtemp(prefix="sdc", dir="/tmp"))
     try:
@@ -311,7 +311,8 @@ def test_program_stop_settings_match_the_supervisor() -> None:
     assert program.stdout_logfile_maxbytes > 0 and program.stdout_logfile_backups > 0
     (server,) = options.server_configs
     assert server["chmod"] == 0o700
-    run = cli.commands["run"]
+    run = command("run")
+    assert run is not None
     env = {k: v for k, v in program.environment.items() if k.startswith("SRIOV_DP_")}
     known = {str(p.envvar): p for p in run.params if p.envvar}
     assert set(env) <= set(known), set(env) - set(known)
