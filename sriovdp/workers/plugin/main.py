@@ -324,6 +324,7 @@ class Worker:
             self.discover,
             self.apply_discovery,
             lambda: list(self.state.view.devices.values()),
+            pool=self.pool,
         )
         timers = Timers(self.args.heartbeat_interval, self.args.rescan_interval)
         timers.start(time.monotonic())
