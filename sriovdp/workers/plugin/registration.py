@@ -88,6 +88,8 @@ class Registrar:
         self.registered_endpoint: str | None = None
         self.registered_inode: int | None = None
         self.first_attempt_done = threading.Event()
+        #: the Register call in flight and its endpoint; want() cancels it when the target moves
+        self._inflight: tuple[str, grpc.Future] | None = None
         self._thread = threading.Thread(target=self._run, name="register", daemon=True)
 
     def start(self) -> None:
@@ -109,7 +111,11 @@ class Registrar:
             self._pending = True
             self._failures = 0
             self._retry_at = None
+            inflight, self._inflight = self._inflight, None
             self._cond.notify_all()
+        if inflight is not None and inflight[0] != endpoint:
+            # the kubelet would dial the old socket back for up to 10 s before refusing
+            inflight[1].cancel()
 
     def kick(self, force: bool = False) -> bool:
         """Retries now unless registered on the current kubelet.sock; returns whether it will.
@@ -215,13 +221,24 @@ class Registrar:
         )
         channel = grpc.insecure_channel(f"unix:{self.plugin_dir / KUBELET_SOCKET}")
         try:
-            api_pb2_grpc.RegistrationStub(channel).Register(  # type: ignore[no-untyped-call]
+            future = api_pb2_grpc.RegistrationStub(channel).Register.future(  # type: ignore[no-untyped-call]
                 request, timeout=REGISTER_TIMEOUT_S, wait_for_ready=False
             )
+            with self._cond:
+                self._inflight = (endpoint, future)
+                moved = endpoint != self._target
+            if moved:
+                future.cancel()
+            future.result()
+        except grpc.FutureCancelledError:
+            return False, f"register of {endpoint} abandoned: serving on a fresh socket", None
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
             details = exc.details() if hasattr(exc, "details") else str(exc)
             return False, f"kubelet refused: {getattr(code, 'name', code)}: {details}", None
         finally:
+            with self._cond:
+                if self._inflight is not None and self._inflight[0] == endpoint:
+                    self._inflight = None
             channel.close()
         return True, "", inode

@@ -1,0 +1,84 @@
+"""Registrar against a real Registration server on a unix socket (in the test process)."""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from sriovdp.proto import api_pb2, api_pb2_grpc
+from sriovdp.workers.plugin import registration
+from sriovdp.workers.plugin.registration import Registrar, RegistrationStatus
+
+
+class StallingKubelet(api_pb2_grpc.RegistrationServicer):
+    """Answers Register at once, except for ``stall`` endpoints: those hang until cancelled
+    (as a real kubelet hangs dialling back a socket that no longer exists)."""
+
+    def __init__(self, stall: set[str]) -> None:
+        self.stall = stall
+        self.registered: list[str] = []
+        self.cancelled: list[str] = []
+        self.cond = threading.Condition()
+
+    def Register(self, request: api_pb2.RegisterRequest, context: Any) -> api_pb2.Empty:
+        if request.endpoint in self.stall:
+            gone = threading.Event()
+            context.add_callback(gone.set)
+            gone.wait(60)
+            with self.cond:
+                self.cancelled.append(request.endpoint)
+                self.cond.notify_all()
+            return api_pb2.Empty()
+        with self.cond:
+            self.registered.append(request.endpoint)
+            self.cond.notify_all()
+        return api_pb2.Empty()
+
+
+@pytest.fixture
+def plugin_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="sdp-reg-", dir="/tmp") as d:
+        yield Path(d)
+
+
+def serve(plugin_dir: Path, servicer: StallingKubelet) -> grpc.Server:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    api_pb2_grpc.add_RegistrationServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    server.add_insecure_port(f"unix:{plugin_dir / 'kubelet.sock'}")
+    server.start()
+    return server
+
+
+def test_a_new_endpoint_abandons_the_register_call_stuck_on_the_old_one(
+    plugin_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # without abandoning it, the thread would wait out the call's whole deadline
+    monkeypatch.setattr(registration, "REGISTER_TIMEOUT_S", 300.0)
+    kubelet = StallingKubelet(stall={"old.sock"})
+    server = serve(plugin_dir, kubelet)
+    changes: list[RegistrationStatus] = []
+    registrar = Registrar(plugin_dir, "example.com/pool", changes.append)
+    registrar.start()
+    try:
+        registrar.want("old.sock")
+        registrar.first_attempt_done.wait(0.5)  # the old call is in flight (or about to be)
+        registrar.want("new.sock")
+        with kubelet.cond:
+            assert kubelet.cond.wait_for(lambda: "new.sock" in kubelet.registered, 30)
+            assert kubelet.cond.wait_for(lambda: "old.sock" in kubelet.cancelled, 30)
+        deadline = time.monotonic() + 30
+        while not registrar.registered and time.monotonic() < deadline:
+            time.sleep(0.01)  # the server answered; the registrar thread records it next
+        assert registrar.registered_endpoint == "new.sock"
+        assert [c.endpoint for c in changes if c.registered] == ["new.sock"]
+    finally:
+        registrar.stop()
+        server.stop(0).wait(5)
