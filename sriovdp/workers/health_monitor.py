@@ -26,7 +26,6 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import zmq
@@ -305,22 +304,12 @@ class HealthMonitor:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m sriovdp.workers health-monitor")
-    parser.add_argument("--name", default="health-monitor")
-    parser.add_argument("--run-dir", type=Path, required=True)
-    parser.add_argument("--log-level", default="info")
-    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    parser = runtime.infra_arg_parser("health-monitor", DEFAULT_HEARTBEAT_INTERVAL)
     parser.add_argument(
         "--republish-interval",
         type=float,
         default=DEFAULT_REPUBLISH_INTERVAL,
         help="seconds between full dumps republishing every link (default %(default)s)",
-    )
-    parser.add_argument(
-        "--heartbeat-interval",
-        type=float,
-        default=DEFAULT_HEARTBEAT_INTERVAL,
-        help=argparse.SUPPRESS,
     )
     parser.add_argument(
         "--rcvbuf", type=int, default=0, help="netlink receive buffer in bytes (0: default)"

@@ -360,18 +360,8 @@ class PluginDirWatcher:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m sriovdp.workers kubelet-watcher")
-    parser.add_argument("--name", default="kubelet-watcher")
-    parser.add_argument("--run-dir", type=Path, required=True)
+    parser = runtime.infra_arg_parser("kubelet-watcher", DEFAULT_HEARTBEAT_INTERVAL)
     parser.add_argument("--plugin-dir", type=Path, default=Path(DEFAULT_PLUGIN_DIR))
-    parser.add_argument("--log-level", default="info")
-    parser.add_argument("--log-format", choices=("text", "json"), default="text")
-    parser.add_argument(
-        "--heartbeat-interval",
-        type=float,
-        default=DEFAULT_HEARTBEAT_INTERVAL,
-        help=argparse.SUPPRESS,
-    )
     parser.add_argument(
         "--poll",
         action="store_true",

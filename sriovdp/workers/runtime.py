@@ -3,12 +3,14 @@ process)."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import gc
 import os
 import select
 import signal
+from pathlib import Path
 from types import FrameType
 
 _PR_SET_PDEATHSIG = 1
@@ -77,3 +79,17 @@ class StopFlag:
         """Closes the pipe (the flag must no longer be installed as a handler)."""
         os.close(self._read)
         os.close(self._write)
+
+
+def infra_arg_parser(role: str, default_heartbeat: float) -> argparse.ArgumentParser:
+    """Options every infrastructure child takes (health monitor, kubelet watcher); the role adds
+    its own. The supervisor passes ``--heartbeat-interval`` so its timeout and ours agree."""
+    parser = argparse.ArgumentParser(prog=f"python -m sriovdp.workers {role}")
+    parser.add_argument("--name", default=role)
+    parser.add_argument("--run-dir", type=Path, required=True)
+    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "--heartbeat-interval", type=float, default=default_heartbeat, help=argparse.SUPPRESS
+    )
+    return parser
