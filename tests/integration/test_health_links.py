@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from tests.integration.conftest import NetNS, SimNode, pf_netdev, resource
+from tests.harness.netns import NetNS
+from tests.integration.conftest import SimNode, pf_netdev, resource
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.root]
 

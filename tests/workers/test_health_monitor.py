@@ -19,7 +19,9 @@ import pytest
 from sriovdp.shared.messages import LinkState, Message, WorkerHeartbeat, WorkerReady
 from sriovdp.workers.health_monitor import TOMBSTONE_CYCLES, HealthMonitor, LinkTable
 from sriovdp.workers.netlink import NOT_PRESENT, DumpDone, LinkFact
-from tests.workers.conftest import BrokerThread, Listener, NetNS, Proc, worker_argv
+from tests.harness.broker import BrokerThread
+from tests.harness.netns import NetNS
+from tests.workers.conftest import Listener, Proc, worker_argv
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -25,7 +25,8 @@ from sriovdp.shared.messages import (
 )
 from sriovdp.workers import inotify
 from sriovdp.workers.kubelet_watcher import PluginDirWatcher
-from tests.workers.conftest import BrokerThread, Listener, Proc, worker_argv
+from tests.harness.broker import BrokerThread
+from tests.workers.conftest import Listener, Proc, worker_argv
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -58,6 +59,20 @@ def _start(run_dir: Path, plugin_dir: Path, procs: list[Proc], *extra: str) -> P
     proc = Proc(popen, log_path)
     procs.append(proc)
     return proc
+
+
+def _watching(
+    broker: BrokerThread,
+    listen: Callable[..., Listener],
+    procs: list[Proc],
+    plugin_dir: Path,
+    *extra: str,
+) -> tuple[Listener, Proc]:
+    """A listener on the kubelet topics, then a watcher on ``plugin_dir``, started and READY."""
+    listener = listen("kubelet.", "worker.kw.")
+    proc = _start(broker.run_dir, plugin_dir, procs, *extra)
+    assert listener.wait_until(_ready(listener)), proc.log()
+    return listener, proc
 
 
 def _states(listener: Listener) -> list[KubeletSocketState]:
@@ -95,9 +110,7 @@ def test_initial_state_then_deleted_created_and_replaced(
     plugin_dir: Path,
 ) -> None:
     inode = make_socket(plugin_dir / "kubelet.sock")
-    listener = listen("kubelet.", "worker.kw.")
-    proc = _start(broker.run_dir, plugin_dir, procs)
-    assert listener.wait_until(_ready(listener)), proc.log()
+    listener, proc = _watching(broker, listen, procs, plugin_dir)
     # the initial state is published before READY
     kinds = [type(e.message) for e in listener.seen]
     assert kinds.index(KubeletSocketState) < kinds.index(WorkerReady)
@@ -129,9 +142,7 @@ def test_plugin_socket_deleted_names_the_socket_and_its_inode(
     make_socket(plugin_dir / "kubelet.sock")
     early = make_socket(plugin_dir / "intel.com_pool_a-1.sock")  # there before the watcher
     (plugin_dir / "kubelet_internal_checkpoint").write_text("{}")
-    listener = listen("kubelet.", "worker.kw.")
-    proc = _start(broker.run_dir, plugin_dir, procs)
-    assert listener.wait_until(_ready(listener)), proc.log()
+    listener, proc = _watching(broker, listen, procs, plugin_dir)
     late = make_socket(plugin_dir / "intel.com_pool_b-1.sock")  # created while watched
     # a sync point: once generation 2 is seen, the creation above has been looked at
     os.unlink(plugin_dir / "kubelet.sock")
@@ -157,9 +168,7 @@ def test_directory_removed_and_recreated(
 ) -> None:
     make_socket(plugin_dir / "kubelet.sock")
     plugin = make_socket(plugin_dir / "p.sock")
-    listener = listen("kubelet.", "worker.kw.")
-    proc = _start(broker.run_dir, plugin_dir, procs)
-    assert listener.wait_until(_ready(listener)), proc.log()
+    listener, proc = _watching(broker, listen, procs, plugin_dir)
     shutil.rmtree(plugin_dir)
     assert listener.wait_until(_last_state_is(listener, KubeletSocketState(False, 0, 1)))
     assert listener.wait_until(lambda: PluginSocketDeleted("p.sock", plugin) in _deleted(listener))
@@ -185,9 +194,7 @@ def test_directory_and_its_parent_absent_at_start(
     run_dir: Path,
 ) -> None:
     plugin_dir = run_dir / "kubelet" / "device-plugins"
-    listener = listen("kubelet.", "worker.kw.")
-    proc = _start(broker.run_dir, plugin_dir, procs)
-    assert listener.wait_until(_ready(listener)), proc.log()
+    listener, proc = _watching(broker, listen, procs, plugin_dir)
     assert _states(listener) == [KubeletSocketState(False, 0, 0)]
     (run_dir / "kubelet").mkdir()
     plugin_dir.mkdir()
@@ -205,9 +212,7 @@ def test_fifty_kubelet_restarts_each_seen(
     plugin_dir: Path,
 ) -> None:
     make_socket(plugin_dir / "kubelet.sock")
-    listener = listen("kubelet.", "worker.kw.")
-    proc = _start(broker.run_dir, plugin_dir, procs)
-    assert listener.wait_until(_ready(listener)), proc.log()
+    listener, proc = _watching(broker, listen, procs, plugin_dir)
     last = 0
     for i in range(50):
         for pool in range(4):
@@ -237,9 +242,7 @@ def test_restarted_watcher_continues_the_generation(
     plugin_dir: Path,
 ) -> None:
     make_socket(plugin_dir / "kubelet.sock")
-    listener = listen("kubelet.", "worker.kw.")
-    first = _start(broker.run_dir, plugin_dir, procs)
-    assert listener.wait_until(_ready(listener)), first.log()
+    listener, first = _watching(broker, listen, procs, plugin_dir)
     inode = restart_kubelet(plugin_dir)
     assert listener.wait_until(_last_state_is(listener, KubeletSocketState(True, inode, 2)))
     first.kill()
@@ -264,9 +267,9 @@ def test_polling_fallback_sees_the_same_changes(
     procs: list[Proc],
     plugin_dir: Path,
 ) -> None:
-    listener = listen("kubelet.", "worker.kw.")
-    proc = _start(broker.run_dir, plugin_dir, procs, "--poll", "--poll-interval", "0.05")
-    assert listener.wait_until(_ready(listener)), proc.log()
+    listener, proc = _watching(
+        broker, listen, procs, plugin_dir, "--poll", "--poll-interval", "0.05"
+    )
     assert "polling" in proc.log()
     inode = make_socket(plugin_dir / "kubelet.sock")
     plugin = make_socket(plugin_dir / "p.sock")

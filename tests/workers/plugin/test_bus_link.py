@@ -18,7 +18,8 @@ from sriovdp.shared.messages import (
     WorkerReady,
 )
 from sriovdp.shared.simnode.kubelet import KubeletStandIn
-from tests.workers.plugin.conftest import BrokerThread, Node
+from tests.harness.broker import BrokerThread
+from tests.workers.plugin.conftest import Node
 from tests.workers.plugin.test_worker import CHILD, NET, VFIO, listed
 
 pytestmark = pytest.mark.timeout(60)
