@@ -68,6 +68,11 @@ def start(base: Path, mode: str) -> Supervisor:
     return Supervisor(base, mode=mode, entry=None, args=args, config_text=json.dumps(demo_config()))
 
 
+def replaced(sup: Supervisor, name: str, old_pid: int) -> Callable[[], bool]:
+    """Once the supervisor shows ``name`` running under a pid other than ``old_pid``."""
+    return lambda: sup.rows()[name]["pid"] not in (None, old_pid)
+
+
 def all_up(k: KubeletStandIn) -> bool:
     alloc = k.allocatable()
     return len(alloc) == 3 and all(v > 0 for v in alloc.values())
@@ -81,7 +86,7 @@ def test_killed_pool_comes_back_while_other_streams_never_end(
     sup = start(base, mode)
     streams: list[Stream] = []
     try:
-        assert kubelet.wait_for(all_up, 20), sup.log_text()
+        assert kubelet.wait_for(all_up, 30), sup.log_text()
         rows = sup.wait_running()
         for resource in (VFIO, UIO):
             endpoint = kubelet.endpoint(resource)
@@ -119,7 +124,7 @@ def test_reload_restarts_only_the_changed_pool(node: tuple[Path, KubeletStandIn]
     sup = start(base, "zygote")
     stream: Stream | None = None
     try:
-        assert kubelet.wait_for(all_up, 20), sup.log_text()
+        assert kubelet.wait_for(all_up, 30), sup.log_text()
         before = {n: r["pid"] for n, r in sup.wait_running().items()}
         endpoint = kubelet.endpoint(VFIO)
         assert endpoint is not None
@@ -129,14 +134,11 @@ def test_reload_restarts_only_the_changed_pool(node: tuple[Path, KubeletStandIn]
         config["resourceList"][2]["allocationPolicy"] = "packed"  # sriov_uio changes
         sup.config.write_text(json.dumps(config))
         assert sup.cli("reload", "--run-dir", str(sup.run_dir)).returncode == 0
-        changed: Callable[[], bool] = lambda: (  # noqa: E731
-            sup.rows()["intel-com_sriov_uio"]["pid"] not in (None, before["intel-com_sriov_uio"])
-        )
-        wait_until(changed)
+        wait_until(replaced(sup, "intel-com_sriov_uio", before["intel-com_sriov_uio"]))
         rows = sup.wait_running()
         assert rows["intel-com_sriov_vfio"]["pid"] == before["intel-com_sriov_vfio"]
         assert rows["intel-com_sriov_net_A"]["pid"] == before["intel-com_sriov_net_A"]
-        assert kubelet.wait_for(all_up, 20)
+        assert kubelet.wait_for(all_up, 30)
         assert not stream.ended.is_set()
     finally:
         if stream is not None:
@@ -150,20 +152,15 @@ def test_crashed_worker_restarts_with_the_accepted_config_not_the_edited_file(
     base, kubelet = node
     sup = start(base, "zygote")
     try:
-        assert kubelet.wait_for(all_up, 20), sup.log_text()
+        assert kubelet.wait_for(all_up, 30), sup.log_text()
         rows = sup.wait_running()
         # the operator breaks the file and never reloads; then a worker crashes
         sup.config.write_text('{"resourceList": [')
         os.kill(rows["intel-com_sriov_uio"]["pid"], signal.SIGKILL)
-        wait_until(
-            lambda: (
-                sup.rows()["intel-com_sriov_uio"]["pid"]
-                not in (None, rows["intel-com_sriov_uio"]["pid"])
-            )
-        )
+        wait_until(replaced(sup, "intel-com_sriov_uio", rows["intel-com_sriov_uio"]["pid"]))
         rows = sup.wait_running()
         assert rows["intel-com_sriov_uio"]["state"] == "RUNNING"
-        assert kubelet.wait_for(all_up, 20)
+        assert kubelet.wait_for(all_up, 30)
         assert kubelet.allocatable()[UIO] == 4
     finally:
         sup.stop()
@@ -176,18 +173,13 @@ def test_reload_of_an_earlier_pool_restarts_the_pools_after_it(
     base, kubelet = node
     sup = start(base, "zygote")
     try:
-        assert kubelet.wait_for(all_up, 20), sup.log_text()
+        assert kubelet.wait_for(all_up, 30), sup.log_text()
         before = {n: r["pid"] for n, r in sup.wait_running().items()}
         config = demo_config()
         config["resourceList"][1]["allocationPolicy"] = "balanced"  # sriov_vfio: not matching
         sup.config.write_text(json.dumps(config))
         assert sup.cli("reload", "--run-dir", str(sup.run_dir)).returncode == 0
-        wait_until(
-            lambda: (
-                sup.rows()["intel-com_sriov_vfio"]["pid"]
-                not in (None, before["intel-com_sriov_vfio"])
-            )
-        )
+        wait_until(replaced(sup, "intel-com_sriov_vfio", before["intel-com_sriov_vfio"]))
         rows = sup.wait_running()
         # the uio pool after it keeps running: the vfio pool's matching rules did not change
         assert rows["intel-com_sriov_uio"]["pid"] == before["intel-com_sriov_uio"]
@@ -195,12 +187,8 @@ def test_reload_of_an_earlier_pool_restarts_the_pools_after_it(
         sup.config.write_text(json.dumps(config))
         now = {n: r["pid"] for n, r in sup.rows().items()}
         assert sup.cli("reload", "--run-dir", str(sup.run_dir)).returncode == 0
-
-        def restarted(name: str) -> Callable[[], bool]:
-            return lambda: sup.rows()[name]["pid"] not in (None, now[name])
-
         for later in ("intel-com_sriov_vfio", "intel-com_sriov_uio"):
-            wait_until(restarted(later))
+            wait_until(replaced(sup, later, now[later]))
         sup.wait_running()
     finally:
         sup.stop()
