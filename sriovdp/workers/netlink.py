@@ -1,13 +1,16 @@
 """Health monitor process: the rtnetlink link socket and the decoding of link messages.
 
-Owns one ``AF_NETLINK``/``NETLINK_ROUTE`` socket bound to ``RTMGRP_LINK`` only. Messages are
-decoded with pyroute2's netlink marshal and ``ifinfmsg``, imported without the rest of the
-library (:func:`_bare_pyroute2`). The socket itself is a plain, non-blocking kernel socket owned
-here rather than pyroute2's ``IPRoute``, because pyroute2 0.9 reads
-through an asyncio transport that turns every receive error (``ENOBUFS`` included) into a generic
-connection loss and keeps data in a user-space queue a ``poll()`` cannot see. Here the caller polls
-:meth:`LinkSocket.fileno`, reads everything waiting with :meth:`LinkSocket.read`, and gets
-``ENOBUFS`` (netlink overflow) as an ``OSError`` it can count and recover from.
+Owns one ``AF_NETLINK``/``NETLINK_ROUTE`` socket bound to ``RTMGRP_LINK`` only: a plain,
+non-blocking kernel socket, so the caller polls :meth:`LinkSocket.fileno`, reads everything
+waiting with :meth:`LinkSocket.read`, and gets ``ENOBUFS`` (netlink overflow) as an ``OSError`` it
+can count and recover from (pyroute2 0.9's ``IPRoute`` reads through an asyncio transport that
+turns every receive error into a generic connection loss and queues data a ``poll()`` cannot see).
+
+Messages are decoded here with :mod:`struct` (:func:`parse`): the netlink header, ``ifinfomsg``
+and three link attributes, ``IFLA_IFNAME``, ``IFLA_OPERSTATE`` and ``IFLA_CARRIER``, read as
+pyroute2's ``ifinfmsg`` reads them (tests compare the two on a real dump). Importing pyroute2's
+marshal and ``ifinfmsg`` instead cost the health monitor about 3 MB of private memory; its
+``__init__`` (every API of the library) about 13 MB more.
 
 Sequence: :meth:`open` binds to the multicast group first, then :meth:`request_dump` asks for every
 link. Dump answers and change events arrive interleaved on the same socket, in kernel order, so
@@ -17,75 +20,32 @@ applying everything in arrival order ends in the kernel's state.
 from __future__ import annotations
 
 import errno
-import importlib.util
 import os
 import socket
 import struct
-import sys
 from dataclasses import dataclass
-from types import ModuleType
-from typing import Any
 
+# <linux/netlink.h>, <linux/rtnetlink.h>, <linux/if_link.h>
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLM_F_REQUEST = 0x1
+NLM_F_DUMP_INTR = 0x10
+NLM_F_DUMP = 0x300
+RTM_NEWLINK = 16
+RTM_DELLINK = 17
+RTM_GETLINK = 18
+RTMGRP_LINK = 0x1
+IFLA_IFNAME = 3
+IFLA_OPERSTATE = 16
+IFLA_CARRIER = 33
+_NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED and NLA_F_NET_BYTEORDER
+#: ``IF_OPER_*`` (RFC 2863 operational states), by value
+OPERSTATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")
 
-def _bare_pyroute2() -> ModuleType | None:
-    """Puts pyroute2's package in ``sys.modules`` without running its ``__init__``.
-
-    ``pyroute2/__init__.py`` imports every API of the library (IPRoute, NDB with sqlite3, asyncio,
-    multiprocessing, nftables, ...): about 13 MB of private memory and 260 modules, where decoding
-    link messages needs the netlink base and ``ifinfmsg`` (1.6 MB, 37 modules). Returns the bare
-    package, or None when pyroute2 is already imported (or not installed: the import below fails
-    as it would have).
-    """
-    if "pyroute2" in sys.modules:
-        return None
-    spec = importlib.util.find_spec("pyroute2")
-    if spec is None or spec.loader is None:
-        return None
-    package = importlib.util.module_from_spec(spec)
-    sys.modules["pyroute2"] = package
-    return package
-
-
-def _complete_on_first_use(package: ModuleType) -> None:
-    """Any later use of a name the bare package lacks (``from pyroute2 import IPRoute``) runs the
-    real ``__init__`` into it first: the same module object, every loaded submodule reused."""
-    loader = package.__spec__.loader if package.__spec__ is not None else None
-
-    def complete(name: str) -> Any:
-        delattr(package, "__getattr__")
-        if loader is not None:
-            loader.exec_module(package)
-        return getattr(package, name)
-
-    setattr(package, "__getattr__", complete)  # noqa: B010 (a module-level __getattr__, PEP 562)
-
-
-_package = _bare_pyroute2()
-try:
-    from pyroute2.netlink import (
-        NLM_F_DUMP,
-        NLM_F_DUMP_INTR,
-        NLM_F_REQUEST,
-        NLMSG_DONE,
-        NLMSG_ERROR,
-    )
-    from pyroute2.netlink.marshal import Marshal
-    from pyroute2.netlink.rtnl import RTM_DELLINK, RTM_GETLINK, RTM_NEWLINK, RTMGRP_LINK
-    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-finally:
-    if _package is not None:
-        _complete_on_first_use(_package)
-del _package
-
-
-class MarshalLink(Marshal):  # type: ignore[misc]  # pyroute2 is untyped
-    """pyroute2's rtnetlink marshal (``MarshalRtnl``) for link messages only: RTM_NEWLINK and
-    RTM_DELLINK decode as ``ifinfmsg``; anything else (never sent to a socket bound to
-    ``RTMGRP_LINK`` alone) as a bare ``nlmsg``, and NLMSG_DONE/NLMSG_ERROR as the base class does.
-    """
-
-    msg_map = {RTM_NEWLINK: ifinfmsg, RTM_DELLINK: ifinfmsg}
-
+_NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, sequence number, port id
+_IFINFOMSG = struct.Struct("=BxHiII")  # family, pad, type, index, flags, change
+_NLATTR = struct.Struct("=HH")  # length, type
+_ERRCODE = struct.Struct("=i")
 
 #: large enough for a burst of thousands of link events; SO_RCVBUFFORCE needs CAP_NET_ADMIN
 DEFAULT_RCVBUF = 4 * 1024 * 1024
@@ -119,23 +79,81 @@ class DumpFailed(OSError):
     """The kernel answered the dump request with an error."""
 
 
-def decode_link(msg: Any) -> LinkFact | None:
-    """A LinkFact from a pyroute2 ``ifinfmsg`` (RTM_NEWLINK/RTM_DELLINK), None if unusable."""
-    ifname = msg.get_attr("IFLA_IFNAME")
-    if not isinstance(ifname, str) or not ifname:
+def _align(n: int) -> int:
+    return (n + 3) & ~3
+
+
+def _link_attrs(data: bytes, offset: int, end: int) -> dict[int, bytes]:
+    """The first payload of each attribute type in ``data[offset:end]`` (a malformed attribute
+    ends the walk: what came before it stays)."""
+    attrs: dict[int, bytes] = {}
+    while offset + _NLATTR.size <= end:
+        length, kind = _NLATTR.unpack_from(data, offset)
+        if length < _NLATTR.size or offset + length > end:
+            break
+        attrs.setdefault(kind & _NLA_TYPE_MASK, data[offset + _NLATTR.size : offset + length])
+        offset += _align(length)
+    return attrs
+
+
+def decode_link(kind: int, data: bytes, offset: int, end: int) -> LinkFact | None:
+    """A LinkFact from the payload of an RTM_NEWLINK/RTM_DELLINK message, None if unusable
+    (too short, or without an interface name)."""
+    if offset + _IFINFOMSG.size > end:
         return None
-    ifindex = int(msg["index"])
-    if msg["header"]["type"] == RTM_DELLINK:
+    _family, _type, ifindex, flags, _change = _IFINFOMSG.unpack_from(data, offset)
+    attrs = _link_attrs(data, offset + _IFINFOMSG.size, end)
+    raw_name = attrs.get(IFLA_IFNAME, b"").strip(b"\0")
+    try:
+        ifname = raw_name.decode()
+    except UnicodeDecodeError:
+        return None
+    if not ifname:
+        return None
+    if kind == RTM_DELLINK:
         return LinkFact(ifname, ifindex, NOT_PRESENT, False, False)
-    operstate = msg.get_attr("IFLA_OPERSTATE")
-    if not isinstance(operstate, str):
-        operstate = "UNKNOWN"
-    carrier_attr = msg.get_attr("IFLA_CARRIER")
-    if carrier_attr is None:  # old kernels: the IFF_LOWER_UP flag says the same
-        carrier = bool(int(msg["flags"]) & _IFF_LOWER_UP)
-    else:
-        carrier = bool(carrier_attr)
+    state = attrs.get(IFLA_OPERSTATE, b"")
+    operstate = "UNKNOWN"  # missing, or a value newer than this table
+    if state and state[0] < len(OPERSTATES):
+        operstate = OPERSTATES[state[0]]
+    carrier_attr = attrs.get(IFLA_CARRIER, b"")
+    # old kernels have no IFLA_CARRIER: the IFF_LOWER_UP flag says the same
+    carrier = bool(carrier_attr[0]) if carrier_attr else bool(flags & _IFF_LOWER_UP)
     return LinkFact(ifname, ifindex, operstate, carrier, True)
+
+
+def parse(data: bytes, own_port: int) -> list[LinkFact | DumpDone]:
+    """Decodes one datagram read from a link socket bound to port ``own_port``.
+
+    Link messages become :class:`LinkFact`, the end of one of our dumps :class:`DumpDone`;
+    anything else is skipped, and so is whatever follows a message whose length does not fit.
+    Raises ``OSError(ENOBUFS)`` for an overflow reported as an error message and
+    :class:`DumpFailed` for any other error the kernel answers a request with.
+    """
+    out: list[LinkFact | DumpDone] = []
+    offset = 0
+    while offset + _NLMSGHDR.size <= len(data):
+        length, kind, flags, seq, port = _NLMSGHDR.unpack_from(data, offset)
+        end = offset + length
+        if length < _NLMSGHDR.size or end > len(data):
+            break
+        body = offset + _NLMSGHDR.size
+        if kind in (RTM_NEWLINK, RTM_DELLINK):
+            if port in (0, own_port):  # else the answer to someone else's request
+                fact = decode_link(kind, data, body, end)
+                if fact is not None:
+                    out.append(fact)
+        elif kind == NLMSG_DONE and port == own_port:
+            out.append(DumpDone(seq, bool(flags & NLM_F_DUMP_INTR)))
+        elif kind == NLMSG_ERROR and body + _ERRCODE.size <= end:
+            (code,) = _ERRCODE.unpack_from(data, body)
+            code = abs(code)
+            if code == errno.ENOBUFS:
+                raise OSError(errno.ENOBUFS, os.strerror(errno.ENOBUFS))
+            if code:  # 0 is an acknowledgement
+                raise DumpFailed(code, f"link dump refused: {os.strerror(code)}")
+        offset += _align(length)
+    return out
 
 
 class LinkSocket:
@@ -144,7 +162,6 @@ class LinkSocket:
     def __init__(self, rcvbuf: int = DEFAULT_RCVBUF) -> None:
         self._rcvbuf = rcvbuf
         self._sock: socket.socket | None = None
-        self._marshal = MarshalLink()
         self._seq = 0
         self._pid = 0
 
@@ -190,9 +207,9 @@ class LinkSocket:
         if self._sock is None:
             raise OSError(errno.EBADF, "link socket is closed")
         self._seq = self._seq % 0x7FFFFFFF + 1
-        ifinfomsg = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, 0, 0, 0)
-        header = struct.pack(
-            "=IHHII", 16 + len(ifinfomsg), RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, self._seq, 0
+        ifinfomsg = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+        header = _NLMSGHDR.pack(
+            _NLMSGHDR.size + len(ifinfomsg), RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, self._seq, 0
         )
         self._sock.send(header + ifinfomsg)
         return self._seq
@@ -213,28 +230,8 @@ class LinkSocket:
                 break
             if not data:
                 raise OSError(errno.ECONNRESET, "netlink socket returned no data")
-            self._decode(data, out)
+            out += parse(data, self._pid)
         return out
-
-    def _decode(self, data: bytes, out: list[LinkFact | DumpDone]) -> None:
-        for msg in self._marshal.parse(data):
-            header = msg["header"]
-            kind = header["type"]
-            if kind in (RTM_NEWLINK, RTM_DELLINK):
-                if header["pid"] not in (0, self._pid):
-                    continue  # the answer to someone else's request (never for a bound socket)
-                fact = decode_link(msg)
-                if fact is not None:
-                    out.append(fact)
-            elif kind == NLMSG_DONE and header["pid"] == self._pid:
-                interrupted = bool(header["flags"] & NLM_F_DUMP_INTR)
-                out.append(DumpDone(int(header["sequence_number"]), interrupted))
-            elif kind == NLMSG_ERROR and header.get("error") is not None:
-                err = header["error"]
-                code = getattr(err, "code", errno.EIO)
-                if code == errno.ENOBUFS:
-                    raise OSError(errno.ENOBUFS, os.strerror(errno.ENOBUFS))
-                raise DumpFailed(code, f"link dump refused: {err}")
 
     def __enter__(self) -> LinkSocket:
         self.open()
