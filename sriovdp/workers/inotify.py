@@ -8,7 +8,6 @@ kernel has no inotify (or the per-user instance limit is reached), so callers ca
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import struct
@@ -88,8 +87,10 @@ def decode_events(data: bytes) -> list[Event]:
 
 
 def _libc() -> ctypes.CDLL:
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name, use_errno=True)
+    # the symbols already loaded into the process, libc's among them: ``ctypes.util.find_library``
+    # would run ``ldconfig -p`` in a subprocess and parse its output (about 0.5 MB of memory in a
+    # kubelet watcher forked from the zygote, for a name the process has already loaded)
+    libc = ctypes.CDLL(None, use_errno=True)
     if not hasattr(libc, "inotify_init1"):
         raise OSError(errno.ENOSYS, "libc has no inotify_init1")
     libc.inotify_init1.argtypes = [ctypes.c_int]
