@@ -41,7 +41,8 @@ class Prepared:
 
 
 class AllocationError(Exception):
-    """A refused request; ``code`` is the grpc.StatusCode name to answer with."""
+    """A refused request; ``code`` is the gRPC status name to answer with (a
+    :class:`~sriovdp.workers.grpcwire.status.StatusCode` member name)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)

@@ -6,10 +6,20 @@ appeared or changed). Attempts dial ``<plugin-dir>/kubelet.sock`` only when it e
 retried with capped exponential backoff and jitter, logged when the reason changes, and never end
 the process. Registering is idempotent: a kick while registered on the current kubelet socket
 (same inode) and endpoint does nothing.
+
+Each attempt is one :func:`~sriovdp.workers.grpcwire.client.unary_call` (pure-Python gRPC over
+``h2``, a fresh connection closed after the call) run on an asyncio loop private to the
+``register`` thread. Not the serving loop: a Register blocks for as long as the kubelet takes to
+dial back our socket (up to 10 s), and the thread's plain condition wait between attempts keeps
+the backoff and the ``want``/``kick`` logic synchronous and simple. The loop only runs during an
+attempt; :meth:`Registrar.want` abandons an attempt in flight by cancelling its task from any
+thread (``call_soon_threadsafe``), which resets the stream and closes the connection.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -20,15 +30,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-
-from sriovdp.proto import api_pb2, api_pb2_grpc
+from sriovdp.proto import api_pb2
+from sriovdp.workers.grpcwire.client import unary_call
+from sriovdp.workers.grpcwire.status import RpcError
 from sriovdp.workers.plugin.servicer import OPTIONS
 
 log = logging.getLogger(__name__)
 
 API_VERSION = "v1beta1"
 KUBELET_SOCKET = "kubelet.sock"
+REGISTER_METHOD = "/v1beta1.Registration/Register"
 #: the kubelet dials back within Register for up to 10 s
 REGISTER_TIMEOUT_S = 12.0
 
@@ -89,7 +100,9 @@ class Registrar:
         self.registered_inode: int | None = None
         self.first_attempt_done = threading.Event()
         #: the Register call in flight and its endpoint; want() cancels it when the target moves
-        self._inflight: tuple[str, grpc.Future] | None = None
+        self._inflight: tuple[str, asyncio.Task[api_pb2.Empty]] | None = None
+        #: the register thread's loop (exists while the thread runs)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run, name="register", daemon=True)
 
     def start(self) -> None:
@@ -115,7 +128,14 @@ class Registrar:
             self._cond.notify_all()
         if inflight is not None and inflight[0] != endpoint:
             # the kubelet would dial the old socket back for up to 10 s before refusing
-            inflight[1].cancel()
+            self._cancel(inflight[1])
+
+    def _cancel(self, task: asyncio.Task[api_pb2.Empty]) -> None:
+        """Cancels an attempt from any thread (the loop may be gone: then so is the attempt)."""
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(task.cancel)
 
     def kick(self, force: bool = False) -> bool:
         """Retries now unless registered on the current kubelet.sock; returns whether it will.
@@ -154,7 +174,10 @@ class Registrar:
     def stop(self) -> None:
         with self._cond:
             self._stopped = True
+            inflight, self._inflight = self._inflight, None
             self._cond.notify_all()
+        if inflight is not None:
+            self._cancel(inflight[1])
 
     def _report(self, registered: bool, reason: str) -> None:
         self._on_change(
@@ -164,6 +187,15 @@ class Registrar:
         )
 
     def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            self._serve(loop)
+        finally:
+            self._loop = None
+            loop.close()
+
+    def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
         while True:
             with self._cond:
                 while not self._stopped:
@@ -178,7 +210,7 @@ class Registrar:
                     return
                 target = self._target
             assert target is not None
-            ok, reason, inode = self._attempt(target)
+            ok, reason, inode = self._attempt(loop, target)
             delay = 0.0
             with self._cond:
                 self._attempts += 1
@@ -212,33 +244,36 @@ class Registrar:
                     self._report(False, reason)
             self.first_attempt_done.set()
 
-    def _attempt(self, endpoint: str) -> tuple[bool, str, int | None]:
+    def _attempt(
+        self, loop: asyncio.AbstractEventLoop, endpoint: str
+    ) -> tuple[bool, str, int | None]:
         inode = kubelet_inode(self.plugin_dir)
         if inode is None:
             return False, f"{self.plugin_dir / KUBELET_SOCKET} absent", None
         request = api_pb2.RegisterRequest(
             version=API_VERSION, endpoint=endpoint, resource_name=self.resource, options=OPTIONS
         )
-        channel = grpc.insecure_channel(f"unix:{self.plugin_dir / KUBELET_SOCKET}")
+        call = unary_call(
+            self.plugin_dir / KUBELET_SOCKET,
+            REGISTER_METHOD,
+            request,
+            api_pb2.Empty,
+            REGISTER_TIMEOUT_S,
+        )
+        task = loop.create_task(call)
+        with self._cond:
+            self._inflight = (endpoint, task)
+            moved = endpoint != self._target
+        if moved:
+            task.cancel()
         try:
-            future = api_pb2_grpc.RegistrationStub(channel).Register.future(  # type: ignore[no-untyped-call]
-                request, timeout=REGISTER_TIMEOUT_S, wait_for_ready=False
-            )
-            with self._cond:
-                self._inflight = (endpoint, future)
-                moved = endpoint != self._target
-            if moved:
-                future.cancel()
-            future.result()
-        except grpc.FutureCancelledError:
+            loop.run_until_complete(task)
+        except asyncio.CancelledError:
             return False, f"register of {endpoint} abandoned: serving on a fresh socket", None
-        except grpc.RpcError as exc:
-            code = exc.code() if hasattr(exc, "code") else None
-            details = exc.details() if hasattr(exc, "details") else str(exc)
-            return False, f"kubelet refused: {getattr(code, 'name', code)}: {details}", None
+        except RpcError as exc:
+            return False, f"{exc.code.name}: {exc.details}", None
         finally:
             with self._cond:
                 if self._inflight is not None and self._inflight[0] == endpoint:
                     self._inflight = None
-            channel.close()
         return True, "", inode

@@ -5,11 +5,12 @@ removing stale sockets of the same pool (earlier runs of this worker, or our own
 the kubelet only ever learns the newest name. The servicer outlives servers: re-serving after a
 kubelet restart keeps the device table and health as they are.
 
-Servers are ``grpc.aio`` servers on one asyncio event loop that runs, for the life of the worker,
-in a thread of its own (:class:`EventLoopThread`, thread name ``grpc-aio``); the main thread keeps
-its action loop and signal handling and drives the servers through
-:meth:`EventLoopThread.call`. Idle, the loop thread and grpc's completion-queue poller block
-without a deadline (the synchronous server's poller woke every 200 ms to let Python see signals).
+Servers are :class:`~sriovdp.workers.grpcwire.server.Server` instances (pure-Python gRPC over
+``h2``, no grpcio C-core: each idle C-core server cost ~2 ms CPU per 10 s in its own threads) on
+one asyncio event loop that runs, for the life of the worker, in a thread of its own
+(:class:`EventLoopThread`, thread name ``grpc-loop``); the main thread keeps its action loop and
+signal handling and drives the servers through :meth:`EventLoopThread.call`. Idle, the loop thread
+blocks in ``epoll_wait`` without a deadline, with open ListAndWatch streams or without.
 """
 
 from __future__ import annotations
@@ -25,10 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import grpc
-import grpc.aio
-
-from sriovdp.proto import api_pb2_grpc
+from sriovdp.proto import api_pb2
+from sriovdp.workers.grpcwire.methods import Method, service_methods
+from sriovdp.workers.grpcwire.server import Server
 from sriovdp.workers.plugin.servicer import DevicePluginServicer
 
 log = logging.getLogger(__name__)
@@ -37,14 +37,14 @@ T = TypeVar("T")
 
 #: how long the main thread waits for the loop to start or stop a server
 LOOP_CALL_TIMEOUT_S = 5.0
-#: channel args of every server: one socket per name (no SO_REUSEPORT on a unix socket)
-SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
+#: the service the kubelet calls us on
+SERVICE = api_pb2.DESCRIPTOR.services_by_name["DevicePlugin"]
 
 
 class EventLoopThread:
     """An asyncio loop in a daemon thread; other threads run coroutines on it and wait."""
 
-    def __init__(self, name: str = "grpc-aio") -> None:
+    def __init__(self, name: str = "grpc-loop") -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -72,7 +72,7 @@ class Serving:
     name: str
     path: Path
     inode: int
-    server: grpc.aio.Server
+    server: Server
 
 
 #: hex digits of the start id in socket names; the exact pattern keeps ``pool`` from matching
@@ -116,6 +116,7 @@ class PluginServer:
         self.servicer = servicer
         self.current: Serving | None = None
         self._loop: EventLoopThread | None = None
+        self._methods: list[Method] = service_methods(SERVICE, servicer)
 
     def start(self) -> Serving:
         """Serves on a fresh socket, then stops the previous server (if any). Raises on failure."""
@@ -136,20 +137,10 @@ class PluginServer:
         log.info("serving on %s", path)
         return self.current
 
-    async def _serve(self, path: Path) -> grpc.aio.Server:
-        """On the loop: a new server on ``path``, started."""
-        server = grpc.aio.server(options=SERVER_OPTIONS)
-        api_pb2_grpc.add_DevicePluginServicer_to_server(self.servicer, server)  # type: ignore[no-untyped-call]
-        try:
-            port = server.add_insecure_port(f"unix:{path}")
-        except RuntimeError as exc:
-            port, why = 0, f": {exc}"
-        else:
-            why = ""
-        if port == 0:
-            await server.stop(grace=None)
-            raise OSError(f"cannot bind unix socket {path}{why}")
-        await server.start()
+    async def _serve(self, path: Path) -> Server:
+        """On the loop: a new server on ``path``, started (OSError naming the path if not)."""
+        server = Server(self._methods)
+        await server.start(path)
         return server
 
     def socket_intact(self) -> bool:

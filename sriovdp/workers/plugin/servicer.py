@@ -5,7 +5,8 @@ Stateless apart from counters: devices, health and precomputed answers come from
 :class:`~sriovdp.workers.plugin.devinfo.DevInfoWriter`. One servicer serves every socket the worker
 opens over its life (re-registration opens a new socket, the servicer stays).
 
-The handlers are coroutines of a ``grpc.aio`` server, all on the server's one event loop
+The handlers are coroutines of a :mod:`~sriovdp.workers.grpcwire` server (pure-Python gRPC over
+``h2``), all on the server's one event loop
 (:class:`~sriovdp.workers.plugin.server.EventLoopThread`): the work behind each answer is
 synchronous and short (Allocate's answers are precomputed), so it runs right in the handler, with
 no hop to an executor. A ListAndWatch stream is a task waiting on a :class:`ChangeSignal`, which
@@ -20,9 +21,9 @@ import asyncio
 import contextlib
 import logging
 
-import grpc
-
-from sriovdp.proto import api_pb2, api_pb2_grpc
+from sriovdp.proto import api_pb2
+from sriovdp.workers.grpcwire.connection import ServicerContext
+from sriovdp.workers.grpcwire.status import StatusCode
 from sriovdp.workers.plugin.allocation import AllocationError, Prepared
 from sriovdp.workers.plugin.devinfo import DevInfoWriter
 from sriovdp.workers.plugin.preferred import preferred
@@ -58,8 +59,10 @@ class ChangeSignal:
         event.set()
 
 
-class DevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
-    """The handlers; every one runs on the server's event loop (counters need no lock)."""
+class DevicePluginServicer:
+    """The handlers, named as the RPCs of ``v1beta1.DevicePlugin`` (the server's method table
+    is built from the service descriptor and these names); every one runs on the server's event
+    loop (counters need no lock)."""
 
     def __init__(self, state: PoolState, devinfo: DevInfoWriter) -> None:
         self.state = state
@@ -77,11 +80,11 @@ class DevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
             self.state.add_waker(self._signal.fire)
 
     async def GetDevicePluginOptions(
-        self, request: api_pb2.Empty, context: grpc.aio.ServicerContext
+        self, request: api_pb2.Empty, context: ServicerContext
     ) -> api_pb2.DevicePluginOptions:
         return OPTIONS
 
-    async def ListAndWatch(self, request: api_pb2.Empty, context: grpc.aio.ServicerContext) -> None:
+    async def ListAndWatch(self, request: api_pb2.Empty, context: ServicerContext) -> None:
         signal = self._signal
         assert signal is not None, "attach() before serving"
         self.open_streams += 1
@@ -111,7 +114,7 @@ class DevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
             log.info("ListAndWatch stream closed: %s (%d open)", reason, self.open_streams)
 
     async def GetPreferredAllocation(
-        self, request: api_pb2.PreferredAllocationRequest, context: grpc.aio.ServicerContext
+        self, request: api_pb2.PreferredAllocationRequest, context: ServicerContext
     ) -> api_pb2.PreferredAllocationResponse:
         view = self.state.view
         out = []
@@ -127,13 +130,12 @@ class DevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
         return api_pb2.PreferredAllocationResponse(container_responses=out)
 
     async def Allocate(
-        self, request: api_pb2.AllocateRequest, context: grpc.aio.ServicerContext
+        self, request: api_pb2.AllocateRequest, context: ServicerContext
     ) -> api_pb2.AllocateResponse:
         try:
             return self.allocate(request)
         except AllocationError as exc:
-            await context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
-            raise  # not reached: abort raises
+            context.abort(StatusCode[exc.code], str(exc))
 
     def allocate(self, request: api_pb2.AllocateRequest) -> api_pb2.AllocateResponse:
         """Allocate's work (synchronous, no I/O but the device-info files); raises
@@ -172,6 +174,6 @@ class DevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
         return response
 
     async def PreStartContainer(
-        self, request: api_pb2.PreStartContainerRequest, context: grpc.aio.ServicerContext
+        self, request: api_pb2.PreStartContainerRequest, context: ServicerContext
     ) -> api_pb2.PreStartContainerResponse:
         return api_pb2.PreStartContainerResponse()

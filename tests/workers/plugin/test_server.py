@@ -1,6 +1,6 @@
-"""The worker's grpc.aio server in this process (sriovdp.workers.plugin.server, .servicer):
-concurrent ListAndWatch streams woken from other threads, a departing client, re-serving on a
-fresh socket, stop."""
+"""The worker's gRPC server in this process (sriovdp.workers.plugin.server, .servicer, over
+sriovdp.workers.grpcwire), with grpcio clients as the kubelet: concurrent ListAndWatch streams
+woken from other threads, a departing client, re-serving on a fresh socket, stop."""
 
 from __future__ import annotations
 
@@ -185,3 +185,29 @@ def test_stop_ends_streams_and_removes_the_socket(served: Served) -> None:
     assert until(lambda: all(s.ended == "OK" for s in streams))  # ended by us, not cancelled
     served.server.stop(grace=0.2)
     assert not cur.path.exists() and served.servicer.open_streams == 0
+
+
+def test_serving_adds_one_thread_and_no_other() -> None:
+    """The loop thread is the only thread serving costs, streams open or not (grpcio's C-core
+    would add its pollers and timer threads; an executor would add workers)."""
+    base = Path(tempfile.mkdtemp(prefix="srv", dir="/tmp"))
+    before = set(threading.enumerate())
+    s = Served(base)
+    s.server.start()
+    try:
+        streams = [s.stream() for _ in range(3)]
+        assert until(lambda: all(len(st.lists) == 1 for st in streams))
+        new = set(threading.enumerate()) - before - {st._thread for st in streams}
+        # the grpcio clients of this test (the kubelet's part) run their own threads here
+        clients = {
+            t
+            for t in new
+            if getattr(getattr(t, "_target", None), "__module__", "").startswith("grpc.")
+        }
+        assert {t.name for t in new - clients} == {"grpc-loop"}
+    finally:
+        for stream in s.streams:
+            stream.close()
+        s.state.close()
+        s.server.stop(grace=0.2)
+        shutil.rmtree(base, ignore_errors=True)
