@@ -359,7 +359,7 @@ class PluginDirWatcher:
             self._notifier.close()
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = runtime.infra_arg_parser("kubelet-watcher", DEFAULT_HEARTBEAT_INTERVAL)
     parser.add_argument("--plugin-dir", type=Path, default=Path(DEFAULT_PLUGIN_DIR))
     parser.add_argument(
@@ -370,7 +370,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--poll-interval", type=float, default=DEFAULT_POLL_INTERVAL, help=argparse.SUPPRESS
     )
-    return parser.parse_args(argv)
+    return parser
+
+
+#: built at import, which the zygote does before it forks: the watcher only parses
+PARSER = build_parser()
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    return PARSER.parse_args(argv)
 
 
 def adopt_retained(bus: BusClient, started_ns: int, timeout: float) -> KubeletSocketState | None:

@@ -24,11 +24,20 @@ from sriovdp.shared.messages import (
     WorkerReady,
 )
 from sriovdp.workers import inotify
-from sriovdp.workers.kubelet_watcher import PluginDirWatcher
+from sriovdp.workers.kubelet_watcher import PluginDirWatcher, parse_args
 from tests.harness.broker import BrokerThread
 from tests.workers.conftest import Listener, Proc, worker_argv
 
 pytestmark = pytest.mark.timeout(60)
+
+
+def test_options_parse_alike_with_the_parser_built_once(tmp_path: Path) -> None:
+    polled = parse_args(["--run-dir", str(tmp_path), "--poll", "--plugin-dir", "dp"])
+    plain = parse_args(["--run-dir", str(tmp_path), "--heartbeat-interval", "10"])
+    assert (polled.poll, polled.plugin_dir, polled.name) == (True, Path("dp"), "kubelet-watcher")
+    assert (plain.poll, plain.heartbeat_interval) == (False, 10.0)
+    with pytest.raises(SystemExit):
+        parse_args(["--poll"])  # --run-dir is required
 
 
 def make_socket(path: Path) -> int:

@@ -62,7 +62,7 @@ DEFAULT_RESCAN_S = 30.0
 INITIAL_LINKS_WAIT_S = 0.25
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m sriovdp.workers plugin",
         description="One resource pool's device plugin (v1beta1) for the kubelet.",
@@ -91,7 +91,17 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     p.add_argument("--log-level", default="info")
     p.add_argument("--log-format", choices=("text", "json"), default="text")
-    return p.parse_args(list(argv))
+    return p
+
+
+#: Built when the module is imported, which the zygote does before it forks: a worker then only
+#: parses (building a parser runs a lot of argparse, whose objects a forked worker then copies)
+PARSER = build_parser()
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Parses a worker's options (exits with a usage message on bad ones, as argparse does)."""
+    return PARSER.parse_args(list(argv))
 
 
 def release_startup_memory() -> None:
