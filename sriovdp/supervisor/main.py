@@ -250,12 +250,17 @@ class Supervisor:
                     poller.register(fd, zmq.POLLIN)
                 spawner_fd = fd
             timeout_ms = max(0, int((arbiter.next_deadline() - time.monotonic()) * 1000) + 1)
-            if self.spawner.pending():  # exit reports read while a spawn waited for its reply
+            pending = self.spawner.pending()  # exit reports read while a spawn awaited its reply
+            if pending:
                 timeout_ms = 0
             events = dict(poller.poll(timeout_ms))
             if self._sig_r in events:
                 self._handle_signals()
-            self._reap()
+            # a child's end always shows up here: SIGCHLD (reaped by us) writes to the signal
+            # pipe, a zygote report makes its pipe readable; a bus message alone (a heartbeat,
+            # the idle loop's only work) needs no waitpid()
+            if pending or not events or self._sig_r in events or spawner_fd in events:
+                self._reap()
             if broker.pull in events:
                 broker.handle_pull()
             if broker.xpub in events:
