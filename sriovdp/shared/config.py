@@ -73,6 +73,7 @@ _PCI_RE = re.compile(
 _DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _HEX4_RE = re.compile(r"^[0-9a-f]{4}$")
 _ACPI_INDEX_RE = re.compile(r"^[0-9]+$")
+_IFNAME_FORBIDDEN_RE = re.compile(r"[/:\s]")
 _MAX_NAME_LEN = 63  # the name part of a Kubernetes qualified name
 _MAX_PREFIX_LEN = 253
 _MAX_VALUE_SHOWN = 60
@@ -199,7 +200,7 @@ def _parse_index_list(text: str) -> tuple[frozenset[int] | None, str | None]:
 
 
 def _valid_ifname(name: str) -> bool:
-    return 0 < len(name) < 16 and name not in (".", "..") and not re.search(r"[/:\s]", name)
+    return 0 < len(name) < 16 and name not in (".", "..") and not _IFNAME_FORBIDDEN_RE.search(name)
 
 
 def parse_vf_filter(text: str, *, need_address: bool) -> tuple[VfFilter | None, str | None]:

@@ -121,6 +121,7 @@ class NodeConfig:
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_NOT_ENV = re.compile(r"[^A-Z0-9_]")
 
 
 def child_name(prefix: str, name: str) -> str:
@@ -130,7 +131,7 @@ def child_name(prefix: str, name: str) -> str:
 
 def env_name(resource: str) -> str:
     """``intel.com/sriov_net_A`` -> ``PCIDEVICE_INTEL_COM_SRIOV_NET_A``."""
-    return "PCIDEVICE_" + re.sub(r"[^A-Z0-9_]", "_", resource.upper())
+    return "PCIDEVICE_" + _NOT_ENV.sub("_", resource.upper())
 
 
 @dataclass(frozen=True, slots=True)

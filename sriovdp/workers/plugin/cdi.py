@@ -20,6 +20,7 @@ from sriovdp.workers.plugin.allocation import AllocationTable, cdi_kind
 from sriovdp.workers.plugin.devinfo import write_atomic
 
 CDI_VERSION = "0.5.0"
+_NOT_TAG = re.compile(r"[^A-Z0-9]")
 
 
 def spec_path(directory: Path, child: str) -> Path:
@@ -29,7 +30,7 @@ def spec_path(directory: Path, child: str) -> Path:
 def spec_document(table: AllocationTable) -> dict[str, Any]:
     devices = []
     for entry in table.prepared.values():
-        tag = re.sub(r"[^A-Z0-9]", "_", entry.id.upper())
+        tag = _NOT_TAG.sub("_", entry.id.upper())
         edits: dict[str, Any] = {"env": [f"{table.env}_CDI_{tag}={entry.id}"]}
         if entry.specs:
             edits["deviceNodes"] = [
