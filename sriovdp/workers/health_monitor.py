@@ -303,7 +303,7 @@ class HealthMonitor:
         self._open = False
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = runtime.infra_arg_parser("health-monitor", DEFAULT_HEARTBEAT_INTERVAL)
     parser.add_argument(
         "--republish-interval",
@@ -314,7 +314,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--rcvbuf", type=int, default=0, help="netlink receive buffer in bytes (0: default)"
     )
-    return parser.parse_args(argv)
+    return parser
+
+
+#: built at import, so a process forked after the import (a zygote that preloads this module)
+#: only parses
+PARSER = build_parser()
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    return PARSER.parse_args(argv)
 
 
 def main(argv: list[str]) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from sriovdp.shared.messages import LinkState, Message, WorkerHeartbeat, WorkerReady
-from sriovdp.workers.health_monitor import TOMBSTONE_CYCLES, HealthMonitor, LinkTable
+from sriovdp.workers.health_monitor import TOMBSTONE_CYCLES, HealthMonitor, LinkTable, parse_args
 from sriovdp.workers.netlink import NOT_PRESENT, DumpDone, LinkFact
 from tests.harness.broker import BrokerThread
 from tests.harness.netns import NetNS
@@ -30,6 +30,15 @@ pytestmark = pytest.mark.timeout(60)
 
 def _up(name: str, index: int) -> LinkFact:
     return LinkFact(name, index, "UP", True, True)
+
+
+def test_options_parse_alike_with_the_parser_built_once(tmp_path: Path) -> None:
+    tuned = parse_args(["--run-dir", str(tmp_path), "--rcvbuf", "1", "--name", "hm"])
+    plain = parse_args(["--run-dir", str(tmp_path)])
+    assert (tuned.rcvbuf, tuned.name) == (1, "hm")
+    assert (plain.rcvbuf, plain.name, plain.republish_interval) == (0, "health-monitor", 30.0)
+    with pytest.raises(SystemExit):
+        parse_args(["--rcvbuf", "1"])  # --run-dir is required
 
 
 def test_table_dedupes_identical_states() -> None:
