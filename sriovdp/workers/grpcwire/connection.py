@@ -61,6 +61,13 @@ _OK_TRAILERS = [(b"grpc-status", b"0")]
 _GRPC_CONTENT_TYPES = (b"application/grpc", b"application/grpc+", b"application/grpc;")
 
 
+class _H2Connection(h2.connection.H2Connection):
+    #: h2 remembers how its last 65536 streams closed, to tell late frames on them from protocol
+    #: errors: some 11 MB on a kubelet connection that lives for months of Allocate calls. A
+    #: client has at most a handful of calls in flight; late frames come right after the end.
+    MAX_CLOSED_STREAMS = 1024
+
+
 class AbortError(RpcError):
     """Raised by :meth:`ServicerContext.abort`: ends the RPC with its code and details."""
 
@@ -151,7 +158,7 @@ class Connection(asyncio.Protocol):
     def __init__(self, server: Server) -> None:
         self.server = server
         self.loop = asyncio.get_running_loop()
-        self.h2 = h2.connection.H2Connection(server.h2_config)
+        self.h2 = _H2Connection(server.h2_config)
         self.h2.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
@@ -200,6 +207,8 @@ class Connection(asyncio.Protocol):
         try:
             dispatch = self._dispatch
             for event in events:
+                if self.closed:
+                    return
                 handler = dispatch.get(type(event))
                 if handler is not None:
                     handler(event)
@@ -223,8 +232,20 @@ class Connection(asyncio.Protocol):
                 fut.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._shut()
+
+    def _shut(self, abort: bool = False) -> None:
+        """Nothing more goes out: the transport closes (after what is queued, unless ``abort``)
+        and every handler is cancelled without an answer."""
+        if self.closed:
+            return
         self.closed = True
         self.server.connections.discard(self)
+        if self.transport is not None:
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()
         streams, self.streams = self.streams, {}
         for stream in streams.values():
             self._drop(stream, None)
@@ -243,8 +264,7 @@ class Connection(asyncio.Protocol):
             self._failure_logged = True
             log.warning("closing gRPC connection: %s", reason)
         self.flush()
-        if self.transport is not None:
-            self.transport.close()
+        self._shut()
 
     async def _drain(self) -> None:
         fut = self.loop.create_future()
@@ -309,8 +329,8 @@ class Connection(asyncio.Protocol):
             trailers = [*_RESPONSE_HEADERS, *trailers]
         try:
             self.h2.send_headers(stream.id, trailers, end_stream=True)
-        except h2.exceptions.StreamClosedError:
-            return  # reset by the client meanwhile: nobody to tell
+        except h2.exceptions.ProtocolError:
+            return  # the stream was reset meanwhile: nobody to tell
         self._stop_receiving(stream.id)
         self.flush()
 
@@ -324,6 +344,9 @@ class Connection(asyncio.Protocol):
     def _drop(self, stream: _Stream, status: tuple[StatusCode, str] | None) -> None:
         """Cancels the stream's handler (``status``: what to answer; None: nothing, the client
         is gone) or, without a handler yet, answers right away."""
+        if stream.timer is not None:
+            stream.timer.cancel()
+            stream.timer = None
         if stream.task is not None and not stream.task.done():
             stream.cancel_status = status
             if status is None:
@@ -333,9 +356,6 @@ class Connection(asyncio.Protocol):
             self.finish(stream, *status)
         else:
             stream.ended = True
-            if stream.timer is not None:
-                stream.timer.cancel()
-                stream.timer = None
         if stream.window is not None and not stream.window.done():
             stream.window.set_result(None)
 
@@ -477,8 +497,7 @@ class Connection(asyncio.Protocol):
     def _on_terminated(self, event: h2.events.ConnectionTerminated) -> None:
         if event.error_code:
             log.info("gRPC client ended the connection: %s", event.error_code)
-        if self.transport is not None:
-            self.transport.close()  # h2 sends nothing after a GOAWAY; connection_lost cleans up
+        self._shut()  # h2 sends nothing after a GOAWAY: the calls in flight are over
 
     def _deadline_expired(self, stream: _Stream) -> None:
         stream.timer = None
@@ -562,7 +581,5 @@ class Connection(asyncio.Protocol):
         if self.h2.state_machine.state != h2.connection.ConnectionState.CLOSED:
             self.h2.close_connection(ErrorCodes.NO_ERROR)
             self.flush()
-        if self.transport.get_write_buffer_size() > self.transport.get_write_buffer_limits()[1]:
-            self.transport.abort()
-        else:
-            self.transport.close()
+        limit = self.transport.get_write_buffer_limits()[1]
+        self._shut(abort=self.transport.get_write_buffer_size() > limit)

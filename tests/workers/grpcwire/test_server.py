@@ -294,3 +294,17 @@ def test_method_tables_are_checked() -> None:
     ]
     with pytest.raises(ValueError, match="twice"):
         Server([methods[0], methods[0]])
+
+
+def test_a_long_lived_connection_keeps_bounded_state(served: Served) -> None:
+    """h2 remembers closed streams; on a connection that lives for months of calls (the
+    kubelet's) that memory stays bounded, and late frames on recent streams are still fine."""
+    stub = served.stub()
+    for _ in range(1500):
+        stub.GetDevicePluginOptions(api_pb2.Empty(), timeout=10)
+    (conn,) = served.server.connections
+    assert len(conn.streams) == 0
+    assert 0 < len(conn.h2._closed_streams) <= 1024
+    assert (
+        stub.Allocate(allocate("still"), timeout=10).container_responses[0].envs["IDS"] == "still"
+    )
