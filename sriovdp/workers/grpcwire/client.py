@@ -145,6 +145,8 @@ class _Call:
             raise self._unavailable(f"connection lost: {exc.strerror or exc}") from exc
         finally:
             writer.close()
+            with contextlib.suppress(Exception):  # the peer's socket may be gone already
+                await writer.wait_closed()
 
     async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
         conn = self.h2

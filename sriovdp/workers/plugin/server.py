@@ -58,11 +58,13 @@ class EventLoopThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def stop(self, timeout: float = 1.0) -> None:
-        """Stops the loop (tasks still pending are dropped with the process)."""
+        """Stops the loop and closes it (tasks still pending are dropped with the process)."""
         if self.loop.is_closed():
             return
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self.loop.close()  # its selector and self-pipe
 
 
 @dataclass(frozen=True, slots=True)

@@ -199,6 +199,8 @@ def test_a_server_dying_mid_call_is_unavailable(base: Path) -> None:
     finally:
         proc.kill()
         proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def test_cancelling_the_call_tells_the_server(kubelet: tuple[Path, Kubelet]) -> None:
