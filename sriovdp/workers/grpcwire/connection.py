@@ -213,7 +213,9 @@ class Connection(asyncio.Protocol):
                 if handler is not None:
                     handler(event)
         except Exception as exc:  # a bug of ours: this connection ends, the server goes on
-            log.exception("gRPC connection failed handling %r", events)
+            kinds = ", ".join(type(e).__name__ for e in events)
+            log.exception("closing gRPC connection: internal error handling %s", kinds)
+            self._failure_logged = True
             self.fail(f"internal error: {exc!r}")
             return
         self.flush()
@@ -222,10 +224,16 @@ class Connection(asyncio.Protocol):
         return None  # gRPC clients never half-close the socket: close it
 
     def pause_writing(self) -> None:
+        """The client reads slower than we write: streams wait in :meth:`_drain`, and its
+        requests wait in the socket (unary answers are written without waiting)."""
         self._paused = True
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self._paused = False
+        if self.transport is not None and not self.closed and not self.transport.is_reading():
+            self.transport.resume_reading()
         waiters, self._drain_waiters = self._drain_waiters, []
         for fut in waiters:
             if not fut.done():

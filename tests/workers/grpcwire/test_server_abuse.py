@@ -348,3 +348,42 @@ def test_pings_are_answered(client: Any) -> None:
             assert acks[0].ping_data == b"12345678"
             return
     pytest.fail("no PING ack")
+
+
+def test_a_client_that_never_reads_is_not_buffered_without_bound(served: Served) -> None:
+    """Answers pile up for a client that sends and never reads: past the transport's high-water
+    mark the server stops reading it, so the client's sends block (the kernel buffers fill)
+    instead of the server's memory growing with every request."""
+    c = H2Client(served)
+    c.sock.settimeout(3)
+    path = b"/v1beta1.DevicePlugin/GetDevicePluginOptions"
+    sent, blocked = 0, False
+    while sent < 20_000 and not blocked:
+        for _ in range(25):  # paced: the server finishes them before the next ones come
+            sid = c.conn.get_next_available_stream_id()
+            headers = [
+                (b":method", b"POST"),
+                (b":scheme", b"http"),
+                (b":path", path),
+                (b":authority", b"localhost"),
+                (b"content-type", b"application/grpc"),
+            ]
+            c.conn.send_headers(sid, headers)
+            c.conn.send_data(sid, encode_message(b""), end_stream=True)
+        try:
+            c.sock.sendall(c.conn.data_to_send())
+        except TimeoutError:
+            blocked = True
+        sent += 25
+        time.sleep(0.004)
+
+    async def buffered() -> int:
+        (conn,) = served.server.connections
+        assert conn.transport is not None
+        return conn.transport.get_write_buffer_size()
+
+    size = served.call(buffered())
+    assert blocked, f"{sent} requests sent, none blocked"
+    assert size < 200_000  # the high-water mark (64 KiB) and the answers to one read
+    c.close()
+    still_serves(served)
