@@ -7,10 +7,10 @@ The main thread owns the lifecycle: it discovers the pool, starts serving, start
 then loops on an action queue fed by signal handlers, the bus thread and its own timers (heartbeat,
 rescan, socket check). Nothing in the loop polls faster than a few seconds when idle.
 
-Threads: ``MainThread`` (that loop, and the only one that sees signals), ``grpc-aio`` (the asyncio
-loop of the ``grpc.aio`` server, :mod:`~sriovdp.workers.plugin.server`: every RPC runs there),
+Threads: ``MainThread`` (that loop, and the only one that sees signals), ``grpc-loop`` (the
+asyncio loop of the gRPC servers, :mod:`~sriovdp.workers.plugin.server`: every RPC runs there),
 ``register`` (:class:`~sriovdp.workers.plugin.registration.Registrar`), ``bus`` (on the bus only,
-:class:`~sriovdp.workers.plugin.bus_link.BusLink`), plus grpc's and libzmq's native threads. State
+:class:`~sriovdp.workers.plugin.bus_link.BusLink`), plus libzmq's native threads. State
 changes made in ``bus`` or ``MainThread`` reach the streams through
 :meth:`~sriovdp.workers.plugin.state.PoolState.add_waker`.
 
