@@ -302,8 +302,12 @@ def test_1000_rapid_toggles_end_in_the_kernel_state(
     assert listener.wait_until(_ready(listener)), proc.log()
     # 1000 toggles, then a peer down and some links left down so the end state is mixed
     netns.batch([*_toggle_commands(names, 1003), "link set pf4p down"])
+
+    def mixed() -> bool:  # the kernel sets operstate UP asynchronously (linkwatch)
+        return {netns.kernel_links()[n][0] for n in names} >= {"UP", "DOWN"}
+
+    assert listener.wait_until(mixed), netns.kernel_links()
     kernel = netns.kernel_links()
-    assert {kernel[n][0] for n in names} >= {"UP", "DOWN"}
     assert listener.wait_until(_matches_kernel(listener, netns, names)), (kernel, proc.log())
     assert proc.terminate() == 0
 
