@@ -1,7 +1,7 @@
 """``python -m sriovdp.workers <role> [options]``: entry point of every child process.
 
 Roles map to modules with a ``main(argv) -> int``; the module is imported only for its role, so a
-kubelet watcher never loads grpc and a plugin worker never loads pyroute2.
+kubelet watcher never loads grpc and no worker loads pyroute2.
 """
 
 from __future__ import annotations
