@@ -3,9 +3,11 @@
 :class:`Arbiter` owns every :class:`~sriovdp.supervisor.child.Child`. The supervisor's loop
 (``main.py``) feeds it facts — bus messages (:meth:`on_message`), ended processes
 (:meth:`on_exit`), operator requests (:meth:`restart`, :meth:`set_specs`, :meth:`stop_all`) — and
-calls :meth:`reconcile` every tick, which compares what is wanted with what runs and acts: spawn,
-back off, TERM a silent or unwanted child, KILL one that outlived its grace period. Clock, spawner,
-kill and publish are injected, so the whole policy is tested with fakes.
+calls :meth:`reconcile` after every fact other than a heartbeat and at :meth:`next_deadline`;
+it compares what is wanted with what runs and acts: spawn, back off, TERM a silent or unwanted
+child, KILL one that outlived its grace period. A heartbeat only stamps its child's time, which
+can move a deadline later but never earlier, so it needs no pass. Clock, spawner, kill and publish
+are injected, so the whole policy is tested with fakes.
 """
 
 from __future__ import annotations
@@ -29,12 +31,21 @@ from sriovdp.shared.messages import (
 from sriovdp.supervisor.backoff import Backoff, BackoffPolicy
 from sriovdp.supervisor.child import Child, ChildSpec, change_state, describe_exit
 from sriovdp.supervisor.spawn import Spawner, SpawnError
-from sriovdp.supervisor.states import AT_REST, HAS_PROCESS, ChildState
+from sriovdp.supervisor.states import (
+    AT_REST,
+    BACKOFF,
+    EXITED,
+    FATAL,
+    HAS_PROCESS,
+    RUNNING,
+    STARTING,
+    STOPPED,
+    STOPPING,
+    ChildState,
+)
 from sriovdp.supervisor.status import ChildRow
 
 log = logging.getLogger(__name__)
-
-S = ChildState
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +131,7 @@ class Arbiter:
     def _restart(self, child: Child, reason: str) -> None:
         child.backoff.reset()
         if child.state in HAS_PROCESS:
-            if child.state != S.STOPPING:
+            if child.state != STOPPING:
                 self._stop(child, reason)
             child.restart_after_stop = True
             return
@@ -153,10 +164,10 @@ class Arbiter:
             child.last_heartbeat = now
             if isinstance(msg, PoolSummary):
                 child.summary = msg
-            elif isinstance(msg, WorkerReady) and child.state == S.STARTING:
+            elif isinstance(msg, WorkerReady) and child.state == STARTING:
                 child.ready_at = now
                 child.backoff.ready()
-                self._change(child, S.RUNNING, "READY")
+                self._change(child, RUNNING, "READY")
 
     def on_exit(self, pid: int, status: int) -> bool:
         """A child process ended (reaped or reported); False when it was not one of ours."""
@@ -169,20 +180,20 @@ class Arbiter:
         child.summary = None
         child.term_sent_at = None
         child.kill_sent = False
-        if child.state == S.STOPPING:
-            self._change(child, S.STOPPED, f"stopped ({how})")
+        if child.state == STOPPING:
+            self._change(child, STOPPED, f"stopped ({how})")
             if child.removed and not child.wanted:
                 del self.children[child.name]
             return True
         if os.WIFEXITED(status) and os.WEXITSTATUS(status) == exitcodes.CHILD_CONFIG:
             child.backoff.reset()
-            self._change(child, S.FATAL, f"invalid config ({how}), not restarting")
+            self._change(child, FATAL, f"invalid config ({how}), not restarting")
             return True
         child.backoff.ended()
-        self._change(child, S.EXITED, f"exited unexpectedly ({how})")
+        self._change(child, EXITED, f"exited unexpectedly ({how})")
         return True
 
-    # -- the pass every tick ---------------------------------------------------------------
+    # -- the pass over the table -------------------------------------------------------------
 
     def reconcile(self) -> None:
         now = self.clock()
@@ -191,20 +202,20 @@ class Arbiter:
                 self._reconcile_unwanted(child)
             else:
                 self._reconcile_wanted(child, now)
-            if child.state == S.STOPPING:
+            if child.state == STOPPING:
                 self._escalate(child, now)
 
     def _reconcile_unwanted(self, child: Child) -> None:
-        if child.state in (S.STARTING, S.RUNNING):
+        if child.state in (STARTING, RUNNING):
             self._stop(child, "shutting down" if self.stopping else "removed from config")
-        elif child.state in (S.BACKOFF, S.EXITED, S.FATAL):
-            self._change(child, S.STOPPED, "not wanted")
-        if child.state == S.STOPPED and child.removed:
+        elif child.state in (BACKOFF, EXITED, FATAL):
+            self._change(child, STOPPED, "not wanted")
+        if child.state == STOPPED and child.removed:
             del self.children[child.name]
 
     def _reconcile_wanted(self, child: Child, now: float) -> None:
         state = child.state
-        if state in (S.STOPPED, S.EXITED):
+        if state in (STOPPED, EXITED):
             self._swap_pending(child)
             delay = 0.0 if child.restart_after_stop else child.backoff.delay()
             child.restart_after_stop = False
@@ -212,14 +223,14 @@ class Arbiter:
                 self._start(child, "restarting" if child.starts else "starting")
             else:
                 child.next_start_at = now + delay
-                self._change(child, S.BACKOFF, f"next start in {delay:.2f}s")
-        elif state == S.BACKOFF and now >= child.next_start_at:
+                self._change(child, BACKOFF, f"next start in {delay:.2f}s")
+        elif state == BACKOFF and now >= child.next_start_at:
             self._start(child, "backoff over")
-        elif state == S.STARTING and child.started_at is not None:
+        elif state == STARTING and child.started_at is not None:
             if now - child.started_at >= self.timeouts.start:
                 child.backoff.ended()
                 self._stop(child, f"no READY within {self.timeouts.start:g}s")
-        elif state == S.RUNNING:
+        elif state == RUNNING:
             last = child.last_heartbeat or child.ready_at or now
             if now - last >= self.timeouts.heartbeat:
                 child.backoff.ended()
@@ -239,17 +250,17 @@ class Arbiter:
         now = self.clock()
         due = now + self.timeouts.tick
         for child in self.children.values():
-            if child.state == S.BACKOFF:
+            if child.state == BACKOFF:
                 due = min(due, child.next_start_at)
-            elif child.state == S.STARTING and child.started_at is not None:
+            elif child.state == STARTING and child.started_at is not None:
                 due = min(due, child.started_at + self.timeouts.start)
-            elif child.state == S.RUNNING:
+            elif child.state == RUNNING:
                 last = child.last_heartbeat or child.ready_at or now
                 due = min(due, last + self.timeouts.heartbeat)
-            elif child.state == S.STOPPING and child.term_sent_at is not None:
+            elif child.state == STOPPING and child.term_sent_at is not None:
                 if not child.kill_sent:
                     due = min(due, child.term_sent_at + self.timeouts.stop_grace)
-            elif child.state in (S.STOPPED, S.EXITED) and child.wanted:
+            elif child.state in (STOPPED, EXITED) and child.wanted:
                 due = now
         return due
 
@@ -271,10 +282,10 @@ class Arbiter:
             delay = max(child.backoff.delay(), self.backoff_policy.base)
             child.next_start_at = now + delay
             log.error("%s: cannot start: %s", child.name, exc)
-            if child.state == S.BACKOFF:
+            if child.state == BACKOFF:
                 child.last_event = f"start failed: {exc}"
             else:
-                self._change(child, S.BACKOFF, f"start failed: {exc}")
+                self._change(child, BACKOFF, f"start failed: {exc}")
             return
         child.pid = pid
         child.started_at = now
@@ -284,7 +295,7 @@ class Arbiter:
         if child.starts:
             child.restarts += 1
         child.starts += 1
-        self._change(child, S.STARTING, f"{reason}: spawned pid {pid}")
+        self._change(child, STARTING, f"{reason}: spawned pid {pid}")
 
     def _stop(self, child: Child, reason: str, restart: bool = False) -> None:
         """SIGTERM. ``restart``: start again right after the exit, skipping the backoff delay
@@ -294,7 +305,7 @@ class Arbiter:
         child.kill_sent = False
         child.restart_after_stop = restart
         self.kill(child.pid, signal.SIGTERM)
-        self._change(child, S.STOPPING, reason)
+        self._change(child, STOPPING, reason)
 
     # -- status --------------------------------------------------------------------------------
 
