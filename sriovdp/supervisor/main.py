@@ -7,6 +7,9 @@ reaping, config loading and reload. One thread, one loop::
     poll(bus-in, bus-out, control, signal pipe, zygote reports; timeout = next deadline)
     -> signals (queued by the handlers) -> reap -> bus -> control -> arbiter.reconcile()
 
+``reconcile()`` (and working out the next deadline) is skipped after a wake-up that brought
+nothing but heartbeats before that deadline: a heartbeat changes no decision, it only moves one.
+
 Signal handlers do nothing but let ``signal.set_wakeup_fd`` write the signal number into a pipe
 that the loop polls: the pipe is the queue. Never imports grpc or pyroute2.
 """
@@ -30,7 +33,7 @@ import zmq
 
 from sriovdp.shared import exitcodes
 from sriovdp.shared.config import ConfigError, load_config
-from sriovdp.shared.messages import Envelope
+from sriovdp.shared.messages import Envelope, WorkerHeartbeat
 from sriovdp.shared.model import NodeConfig
 from sriovdp.supervisor.arbiter import Arbiter, ReloadResult, Timeouts
 from sriovdp.supervisor.backoff import BackoffPolicy
@@ -163,6 +166,8 @@ class Supervisor:
         self.arbiter: Arbiter | None = None
         self._sig_r = self._sig_w = -1
         self._shutdown_deadline: float | None = None
+        #: the bus brought something other than heartbeats since the last reconcile()
+        self._bus_news = False
 
     # -- setup and teardown ------------------------------------------------------------------
 
@@ -234,6 +239,7 @@ class Supervisor:
         assert self.arbiter is not None and self.broker is not None and self.control is not None
         arbiter, broker, control = self.arbiter, self.broker, self.control
         arbiter.reconcile()
+        due = arbiter.next_deadline()
         release_memory()  # config loading and start-up garbage: the loop runs for months
         poller = zmq.Poller()
         for sock in (broker.pull, broker.xpub, control.sock):
@@ -249,25 +255,33 @@ class Supervisor:
                 if fd is not None:
                     poller.register(fd, zmq.POLLIN)
                 spawner_fd = fd
-            timeout_ms = max(0, int((arbiter.next_deadline() - time.monotonic()) * 1000) + 1)
+            timeout_ms = max(0, int((due - time.monotonic()) * 1000) + 1)
             pending = self.spawner.pending()  # exit reports read while a spawn awaited its reply
             if pending:
                 timeout_ms = 0
             events = dict(poller.poll(timeout_ms))
-            if self._sig_r in events:
-                self._handle_signals()
             # a child's end always shows up here: SIGCHLD (reaped by us) writes to the signal
             # pipe, a zygote report makes its pipe readable; a bus message alone (a heartbeat,
             # the idle loop's only work) needs no waitpid()
-            if pending or not events or self._sig_r in events or spawner_fd in events:
+            news = pending or not events or self._sig_r in events or spawner_fd in events
+            if self._sig_r in events:
+                self._handle_signals()
+            if news:
                 self._reap()
             if broker.pull in events:
-                broker.handle_pull()
+                broker.handle_pull()  # _on_bus() notes any message that is not a heartbeat
             if broker.xpub in events:
                 broker.handle_xpub()
             if control.sock in events:
                 control.handle()
-            arbiter.reconcile()
+                news = True
+            # A heartbeat only moves its child's deadline later, so after a wake-up that brought
+            # nothing else the earlier ``due`` still holds and the table needs no pass: the idle
+            # loop's work per heartbeat does not grow with the number of children.
+            if news or self._bus_news or time.monotonic() >= due:
+                self._bus_news = False
+                arbiter.reconcile()
+                due = arbiter.next_deadline()
             if arbiter.stopping and self._finish_shutdown():
                 return
 
@@ -335,6 +349,8 @@ class Supervisor:
     # -- bus and control -------------------------------------------------------------------------
 
     def _on_bus(self, env: Envelope) -> None:
+        if not isinstance(env.message, WorkerHeartbeat):
+            self._bus_news = True
         if self.arbiter is not None:
             self.arbiter.on_message(env)
 
