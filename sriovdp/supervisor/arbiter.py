@@ -154,9 +154,17 @@ class Arbiter:
 
     # -- facts from the outside ------------------------------------------------------------
 
+    def on_heartbeat(self, name: str, pid: int) -> None:
+        """A heartbeat (also what :meth:`on_message` does with one): stamps the child's time."""
+        child = self.children.get(name)
+        if child is not None and child.pid is not None and child.pid == pid:
+            child.last_heartbeat = self.clock()
+
     def on_message(self, env: Envelope) -> None:
         msg = env.message
-        if isinstance(msg, (WorkerReady, WorkerHeartbeat, PoolSummary)):
+        if isinstance(msg, WorkerHeartbeat):
+            self.on_heartbeat(msg.name, msg.pid)
+        elif isinstance(msg, (WorkerReady, PoolSummary)):
             child = self.children.get(msg.name)
             if child is None or child.pid is None or child.pid != msg.pid:
                 return  # from a process we no longer track (or a stranger): ignore

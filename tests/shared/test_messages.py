@@ -21,6 +21,7 @@ from sriovdp.shared.messages import (
     WorkerStateChanged,
     decode,
     encode,
+    heartbeat_from,
 )
 
 SAMPLES: list[Message] = [
@@ -105,3 +106,50 @@ def test_a_body_that_is_not_a_map_is_refused() -> None:
 def test_the_topic_must_match_the_body() -> None:
     with pytest.raises(MessageError, match="does not match"):
         decode(*_frames("worker.hb", {"name": "w", "pid": 3}, "worker.other.hb"))
+
+
+def _heartbeat_variants() -> list[tuple[bytes, bytes]]:
+    """A valid heartbeat and one change of every part of it, valid or not."""
+    good: dict[str, Any] = {"v": 1, "kind": "worker.hb", "src": "w", "seq": 9, "ts": 2.5}
+    body: dict[str, Any] = {"name": "pool-a", "pid": 42}
+    topic = b"worker.pool-a.hb"
+
+    def frames(env: Any, t: bytes = topic) -> tuple[bytes, bytes]:
+        return t, msgpack.packb(env, use_bin_type=True)
+
+    out = [frames({**good, "body": body}), frames({**good, "body": body, "extra": 1})]
+    for key in ("v", "kind", "src", "seq", "ts", "body"):
+        out.append(frames({k: v for k, v in {**good, "body": body}.items() if k != key}))
+        for value in (None, True, 1, 1.5, "x", b"x", [1], {"a": 1}):
+            out.append(frames({**good, "body": body, key: value}))
+    for key in ("name", "pid"):
+        out.append(frames({**good, "body": {k: v for k, v in body.items() if k != key}}))
+        for value in (None, True, 0, -1, 1.0, "x", "é", b"pool-a", [1]):
+            out.append(frames({**good, "body": {**body, key: value}}))
+    out.append(frames({**good, "body": {**body, "zz": 1}}))
+    out.append(frames({**good, "kind": "worker.ready", "body": body}, b"worker.pool-a.ready"))
+    out.append(frames({**good, "kind": "worker.ready", "body": body}))
+    for other in (b"worker.pool-b.hb", b"worker.pool-a.hb.", b"x" * 600 + b".hb", b"worker.?.hb"):
+        out.append(frames({**good, "body": body}, other))
+    long_name = {**body, "name": "n" * 600}
+    out.append(frames({**good, "body": long_name}, b"worker." + b"n" * 600 + b".hb"))
+    out.append(frames({**good, "body": {**body, "name": "é"}}, "worker.é.hb".encode()))
+    out += [(topic, b"\xc1"), (topic, b""), (topic, b"\x00" * 70_000), (topic, b"\x93\x01\x02\x03")]
+    return out
+
+
+def test_the_heartbeat_shortcut_accepts_exactly_what_decode_accepts() -> None:
+    """heartbeat_from() is the supervisor's idle path; decode() is the reference: on every
+    variant it must give the same verdict and the same (name, pid)."""
+    accepted = 0
+    for topic, payload in _heartbeat_variants():
+        try:
+            env = decode(topic, payload)
+        except MessageError:
+            expected = None
+        else:
+            msg = env.message
+            expected = (msg.name, msg.pid) if isinstance(msg, WorkerHeartbeat) else None
+        assert heartbeat_from(topic, payload) == expected, (topic, payload)
+        accepted += expected is not None
+    assert accepted >= 5  # the valid ones (and a few changes decode tolerates) got through

@@ -10,7 +10,8 @@ import pytest
 import zmq
 
 from sriovdp.shared.bus import BusClient, RunDir
-from sriovdp.shared.messages import Envelope, LinkState, WorkerHeartbeat
+from sriovdp.shared.messages import Envelope, LinkState, WorkerHeartbeat, WorkerReady
+from sriovdp.supervisor.broker import Broker
 from tests.harness.broker import BrokerThread
 
 
@@ -104,3 +105,37 @@ def test_garbage_on_every_socket_is_dropped_and_counted(
         ctx.term()
     assert broker.broker.stats.dropped >= 6
     assert [e.topic for e in broker.seen] == ["link.ok0.state"]
+
+
+def test_heartbeats_take_the_short_way_and_everything_else_the_long_one(tmp_path: Path) -> None:
+    """With on_heartbeat, a valid heartbeat reaches it as (name, pid) and is still forwarded; a
+    malformed one is decoded in full, dropped and counted; other kinds go to on_message."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    beats: list[tuple[str, int]] = []
+    seen: list[Envelope] = []
+    broker = Broker(
+        ctx, tmp_path, on_message=seen.append, on_heartbeat=lambda n, p: beats.append((n, p))
+    )
+    producer = BusClient(tmp_path, "w")
+    push = ctx.socket(zmq.PUSH)
+    push.connect(RunDir.endpoint(RunDir(tmp_path).bus_in))
+    try:
+        producer.publish(WorkerHeartbeat("w", 11))
+        push.send_multipart([b"worker.w.hb", msgpack.packb({"v": 1, "kind": "worker.hb"})])
+        producer.publish(WorkerReady("w", 11))
+        for _ in range(200):
+            if broker.pull.poll(50):
+                broker.handle_pull()
+            if broker.xpub.poll(0):
+                broker.handle_xpub()
+            if beats and seen and broker.stats.dropped:
+                break
+        assert beats == [("w", 11)]
+        assert [e.message for e in seen] == [WorkerReady("w", 11)]
+        assert broker.stats.drop_reasons == {"malformed": 1}
+        assert broker.stats.forwarded == 2  # the heartbeat went on to subscribers as well
+    finally:
+        producer.close()
+        push.close(0)
+        broker.close()
+        ctx.term()
