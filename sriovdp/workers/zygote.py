@@ -2,10 +2,11 @@
 moments of every child it or the exec spawner starts).
 
 Role ``zygote`` (``python -m sriovdp.workers zygote --parent PID --requests FD --reports FD``):
-started by the supervisor with ``posix_spawn``, it imports grpc, protobuf, pyzmq, msgpack and the
-worker modules, creates none of their objects (no context, no channel, no server, no thread), and
-then forks one worker per request. Forked children share the preloaded pages copy-on-write, which is
-the whole point: a pool costs a few MB instead of a fresh interpreter with grpc.
+started by the supervisor with ``posix_spawn``, it imports protobuf, h2, asyncio, pyzmq, msgpack and
+the worker modules, creates none of their objects (no context, no event loop, no server, no
+thread), and then forks one worker per request. Forked children share the preloaded pages
+copy-on-write, which is the whole point: a pool costs a few MB instead of a fresh interpreter. It
+never imports grpc: plugin workers speak gRPC with ``sriovdp.workers.grpcwire`` (pure Python on h2).
 
 Protocol, one msgpack map per frame on two pipes:
 
@@ -48,12 +49,18 @@ log = logging.getLogger(__name__)
 
 #: imported before the first fork; missing ones are skipped (a role may not be installed)
 PRELOAD = (
-    "grpc",
+    "asyncio",
     "google.protobuf",
+    "h2.config",
+    "h2.connection",
+    "h2.events",
+    "h2.exceptions",
+    "hpack",
     "zmq",
     "msgpack",
     "sriovdp.proto.api_pb2",
-    "sriovdp.proto.api_pb2_grpc",
+    "sriovdp.workers.grpcwire.server",
+    "sriovdp.workers.grpcwire.client",
     "sriovdp.shared.bus",
     "sriovdp.shared.messages",
     "sriovdp.shared.model",
@@ -75,12 +82,14 @@ PRELOAD = (
     "sriovdp.workers.plugin.servicer",
     "sriovdp.workers.plugin.state",
     "sriovdp.workers.kubelet_watcher",
+    # no pyroute2 since the health monitor decodes netlink itself: cheap to share (~1 MB less)
+    "sriovdp.workers.health_monitor",
 )
 
 _PR_SET_NAME = 15
 _M_ARENA_MAX = -8
 #: glibc creates a malloc arena per thread (up to 8 x cores), each a few MB of dirty pages in a
-#: worker with a dozen grpc/zmq threads; two are plenty for what our threads allocate
+#: worker with several threads (zmq's, the bus reader, the gRPC event loop); two are plenty
 MALLOC_ARENAS = 2
 
 
