@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 import stat
 import subprocess
 import sys
@@ -123,50 +122,59 @@ def test_run_dir_and_sockets_are_private(node: SimNode) -> None:
         assert stat.S_IMODE(pst.st_mode) & 0o077 == 0, (path, oct(pst.st_mode))
 
 
-def _as_nobody(run_dir: Path) -> dict[str, str]:
-    """Forks a child that drops to uid/gid 65534 and tries the run dir and control.sock three
-    ways: list the dir, connect() a unix socket, and a fresh ZeroMQ DEALER asking ``status``.
-    The child touches none of the parent's grpc or zmq state and ends with ``os._exit``."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        out: dict[str, str] = {}
+_NOBODY_PROBE = textwrap.dedent(
+    """
+    import json, os, socket, sys
+    import msgpack, zmq
+    from sriovdp.shared.bus import RunDir
+    run_dir = sys.argv[1]
+    # imported as root (the interpreter lives under /root), then drop to nobody
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+    out = {"uid": str(os.getuid())}
+    try:
         try:
-            os.close(r)
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
-            out["uid"] = str(os.getuid())
-            try:
-                out["listdir"] = "allowed: " + ",".join(os.listdir(run_dir))
-            except OSError as exc:
-                out["listdir"] = f"refused: {exc!r}"
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.connect(str(run_dir / "control.sock"))
-                out["connect"] = "connected"
-            except OSError as exc:
-                out["connect"] = f"refused: {exc!r}"
-            finally:
-                sock.close()
-            ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-            dealer = ctx.socket(zmq.DEALER)
-            dealer.setsockopt(zmq.LINGER, 0)
-            dealer.connect(RunDir.endpoint(run_dir / "control.sock"))
-            dealer.send(msgpack.packb({"v": 1, "id": 1, "cmd": "status", "args": {}}))
-            out["zmq"] = "answered" if dealer.poll(1000) else "no answer"
-            dealer.close()
-            ctx.term()
-        except BaseException as exc:
-            out["error"] = repr(exc)
+            out["listdir"] = "allowed: " + ",".join(os.listdir(run_dir))
+        except OSError as exc:
+            out["listdir"] = f"refused: {exc!r}"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(os.path.join(run_dir, "control.sock"))
+            out["connect"] = "connected"
+        except OSError as exc:
+            out["connect"] = f"refused: {exc!r}"
         finally:
-            os.write(w, json.dumps(out).encode())
-            os._exit(0)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        data = f.read()
-    os.waitpid(pid, 0)
-    result: dict[str, str] = json.loads(data)
+            sock.close()
+        ctx = zmq.Context()
+        dealer = ctx.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.LINGER, 0)
+        dealer.connect(RunDir.endpoint(os.path.join(run_dir, "control.sock")))
+        dealer.send(msgpack.packb({"v": 1, "id": 1, "cmd": "status", "args": {}}))
+        out["zmq"] = "answered" if dealer.poll(1000) else "no answer"
+        dealer.close()
+        ctx.term()
+    except BaseException as exc:
+        out["error"] = repr(exc)
+    print(json.dumps(out))
+    """
+)
+
+
+def _as_nobody(run_dir: Path) -> dict[str, str]:
+    """Runs a fresh interpreter that drops to uid/gid 65534 and tries the run dir and
+    control.sock three ways: list the dir, connect() a unix socket, a ZeroMQ DEALER asking status.
+    (A fresh process, not a bare fork: the test process may have grpc threads running.)"""
+    proc = subprocess.run(
+        [sys.executable, "-c", _NOBODY_PROBE, str(run_dir)],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result: dict[str, str] = json.loads(proc.stdout)
     return result
 
 
