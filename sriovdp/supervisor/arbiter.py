@@ -30,6 +30,7 @@ from sriovdp.shared.messages import (
 )
 from sriovdp.supervisor.backoff import Backoff, BackoffPolicy
 from sriovdp.supervisor.child import Child, ChildSpec, change_state, describe_exit
+from sriovdp.supervisor.runopts import Timeouts
 from sriovdp.supervisor.spawn import Spawner, SpawnError
 from sriovdp.supervisor.states import (
     AT_REST,
@@ -46,28 +47,6 @@ from sriovdp.supervisor.states import (
 from sriovdp.supervisor.status import ChildRow
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Timeouts:
-    heartbeat: float = 45.0  # RUNNING child silent this long: TERM, then restart
-    start: float = 30.0  # STARTING without READY this long: TERM, then restart
-    stop_grace: float = 3.0  # SIGTERM -> SIGKILL
-    tick: float = 60.0  # longest sleep of the loop; every real deadline is computed exactly
-
-    @property
-    def heartbeat_interval(self) -> float:
-        """How often children beat: three beats may be lost before the timeout strikes.
-
-        45 s / 15 s (was 30 s / 10 s): at idle the heartbeats are the only periodic traffic of
-        the tree, each one a wake-up of its child, of the child's zmq I/O thread and of both
-        supervisor threads (about 0.14 ms in the supervisor alone), so the whole tree's idle
-        cost scales with 1/interval. What the timeout buys is the detection of a child whose
-        main loop hangs while its process lives (a crash is seen at once through SIGCHLD or a
-        zygote report); finding that out after 45 s instead of 30 s costs little. 15 s keeps the
-        plugin's 30 s rescan in every other heartbeat's wake-up.
-        """
-        return round(self.heartbeat / 3, 3)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,12 +17,10 @@ from dataclasses import dataclass
 
 from sriovdp.shared.messages import Message, PoolSummary, WorkerStateChanged
 from sriovdp.supervisor.backoff import Backoff
+from sriovdp.supervisor.runopts import WORKERS_ENTRY
 from sriovdp.supervisor.states import ChildState, check_transition
 
 log = logging.getLogger(__name__)
-
-#: the module whose ``main(argv) -> int`` every real child runs (``python -m sriovdp.workers``)
-WORKERS_ENTRY = "sriovdp.workers.__main__"
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,44 +34,18 @@ from sriovdp.shared import exitcodes
 from sriovdp.shared.config import ConfigError, load_config
 from sriovdp.shared.messages import Envelope, WorkerHeartbeat
 from sriovdp.shared.model import NodeConfig
-from sriovdp.supervisor.arbiter import Arbiter, ReloadResult, Timeouts
-from sriovdp.supervisor.backoff import BackoffPolicy
+from sriovdp.supervisor.arbiter import Arbiter, ReloadResult
 from sriovdp.supervisor.broker import Broker
-from sriovdp.supervisor.child import WORKERS_ENTRY, ChildSpec
+from sriovdp.supervisor.child import ChildSpec
 from sriovdp.supervisor.control import CommandError, ControlServer
 from sriovdp.supervisor.lock import LockedError, RunDirError, RunDirLock
+from sriovdp.supervisor.runopts import RunOptions
 from sriovdp.supervisor.spawn import Spawner, become_subreaper, make_spawner, reap
 from sriovdp.supervisor.status import SupervisorStatus
 
 log = logging.getLogger(__name__)
 
-#: measured (bench/bench_supervisor.py): forked from a preloaded zygote, 8 pools cost about half
-#: the memory of 8 fresh interpreters and register faster; exec stays selectable
-DEFAULT_SPAWN_MODE = "zygote"
-SPAWN_MODES = ("zygote", "exec")
-INFRA_ROLES = ("health-monitor", "kubelet-watcher")
 _HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
-
-
-@dataclass(frozen=True, slots=True)
-class RunOptions:
-    config_file: str
-    resource_prefix: str
-    plugin_dir: str
-    sysfs_root: str
-    proc_root: str
-    run_dir: str
-    devinfo_dir: str
-    cdi_dir: str
-    use_cdi: bool = False
-    log_level: str = "info"
-    log_format: str = "text"
-    spawn_mode: str = DEFAULT_SPAWN_MODE
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
-    #: module whose main(argv) every child runs; tests put a fake child here
-    child_entry: str = WORKERS_ENTRY
-    infra: tuple[str, ...] = INFRA_ROLES
 
 
 def config_snapshot(run_dir: str) -> Path:

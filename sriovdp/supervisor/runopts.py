@@ -1,0 +1,88 @@
+"""What ``sriov-supervisor run`` hands to the supervisor: :class:`RunOptions` and its JSON form
+(CLI and supervisor process; stdlib only).
+
+Kept apart from ``main`` so that the CLI process, which parses the command line with click and
+then ``exec``s the supervisor (``python -m sriovdp.supervisor``), does not import the
+supervisor's machinery (zmq, the arbiter, config parsing) only to build this record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+from sriovdp.supervisor.backoff import BackoffPolicy
+
+#: the module whose ``main(argv) -> int`` every real child runs (``python -m sriovdp.workers``)
+WORKERS_ENTRY = "sriovdp.workers.__main__"
+
+#: measured (bench/bench_supervisor.py): forked from a preloaded zygote, 8 pools cost about half
+#: the memory of 8 fresh interpreters and register faster; exec stays selectable
+DEFAULT_SPAWN_MODE = "zygote"
+SPAWN_MODES = ("zygote", "exec")
+INFRA_ROLES = ("health-monitor", "kubelet-watcher")
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    heartbeat: float = 45.0  # RUNNING child silent this long: TERM, then restart
+    start: float = 30.0  # STARTING without READY this long: TERM, then restart
+    stop_grace: float = 3.0  # SIGTERM -> SIGKILL
+    tick: float = 60.0  # longest sleep of the loop; every real deadline is computed exactly
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """How often children beat: three beats may be lost before the timeout strikes.
+
+        45 s / 15 s (was 30 s / 10 s): at idle the heartbeats are the only periodic traffic of
+        the tree, each one a wake-up of its child, of the child's zmq I/O thread and of both
+        supervisor threads (about 0.14 ms in the supervisor alone), so the whole tree's idle
+        cost scales with 1/interval. What the timeout buys is the detection of a child whose
+        main loop hangs while its process lives (a crash is seen at once through SIGCHLD or a
+        zygote report); finding that out after 45 s instead of 30 s costs little. 15 s keeps the
+        plugin's 30 s rescan in every other heartbeat's wake-up.
+        """
+        return round(self.heartbeat / 3, 3)
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    config_file: str
+    resource_prefix: str
+    plugin_dir: str
+    sysfs_root: str
+    proc_root: str
+    run_dir: str
+    devinfo_dir: str
+    cdi_dir: str
+    use_cdi: bool = False
+    log_level: str = "info"
+    log_format: str = "text"
+    spawn_mode: str = DEFAULT_SPAWN_MODE
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    #: module whose main(argv) every child runs; tests put a fake child here
+    child_entry: str = WORKERS_ENTRY
+    infra: tuple[str, ...] = INFRA_ROLES
+
+
+def options_to_json(opts: RunOptions) -> str:
+    """``opts`` as one JSON text, for :func:`options_from_json` in another interpreter."""
+    return json.dumps(dataclasses.asdict(opts))
+
+
+def options_from_json(text: str) -> RunOptions:
+    """The :class:`RunOptions` that :func:`options_to_json` wrote; ValueError if it is not that."""
+    try:
+        data = json.loads(text)
+        return RunOptions(
+            **{
+                **data,
+                "timeouts": Timeouts(**data["timeouts"]),
+                "backoff": BackoffPolicy(**data["backoff"]),
+                "infra": tuple(data["infra"]),
+            }
+        )
+    except (TypeError, KeyError) as exc:
+        raise ValueError(f"not run options: {exc}") from exc
