@@ -26,6 +26,7 @@ from sriovdp.supervisor.runopts import (
     SPAWN_MODES,
     RunOptions,
     Timeouts,
+    checked_config,
     options_to_json,
 )
 from sriovdp.supervisor.status import SupervisorStatus, render_table
@@ -140,6 +141,8 @@ def run_command(  # noqa: PLR0917 (one parameter per click option)
         child_entry=child_entry,
         infra=INFRA_ROLES if infra else (),
     )
+    if checked_config(opts) is None:
+        sys.exit(exitcodes.INVALID_CONFIG)
     # The supervisor runs for the life of the node: it becomes a fresh interpreter (same pid)
     # that never imports click (python -m sriovdp.supervisor), ~1.3 MB less for good.
     argv = [sys.executable, "-m", "sriovdp.supervisor", "--options", options_to_json(opts)]

@@ -22,7 +22,6 @@ import gc
 import logging
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -39,7 +38,7 @@ from sriovdp.supervisor.broker import Broker
 from sriovdp.supervisor.child import ChildSpec
 from sriovdp.supervisor.control import CommandError, ControlServer
 from sriovdp.supervisor.lock import LockedError, RunDirError, RunDirLock
-from sriovdp.supervisor.runopts import RunOptions
+from sriovdp.supervisor.runopts import RunOptions, checked_config
 from sriovdp.supervisor.spawn import Spawner, become_subreaper, make_spawner, reap
 from sriovdp.supervisor.status import SupervisorStatus
 
@@ -432,11 +431,7 @@ def release_memory() -> None:
 def run(opts: RunOptions, load: Callable[[str, str], NodeConfig] = load_config) -> int:
     """Validates the config (exit 2 with every message), then supervises until TERM/INT."""
     os.umask(0o077)  # sockets and files: ours only
-    try:
-        config = load(opts.config_file, opts.resource_prefix)
-    except ConfigError as exc:
-        print(f"invalid config {opts.config_file}:", file=sys.stderr)
-        for message in exc.errors:
-            print(f"  {message}", file=sys.stderr)
+    config = checked_config(opts, load)
+    if config is None:
         return exitcodes.INVALID_CONFIG
     return Supervisor(opts, config, load).run()

@@ -1,5 +1,5 @@
-"""What ``sriov-supervisor run`` hands to the supervisor: :class:`RunOptions` and its JSON form
-(CLI and supervisor process; stdlib only).
+"""What ``sriov-supervisor run`` hands to the supervisor: :class:`RunOptions`, its JSON form and
+the config check both sides make (CLI and supervisor process; no zmq).
 
 Kept apart from ``main`` so that the CLI process, which parses the command line with click and
 then ``exec``s the supervisor (``python -m sriovdp.supervisor``), does not import the
@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sriovdp.shared.config import ConfigError, load_config
+from sriovdp.shared.model import NodeConfig
 from sriovdp.supervisor.backoff import BackoffPolicy
 
 #: the module whose ``main(argv) -> int`` every real child runs (``python -m sriovdp.workers``)
@@ -86,3 +90,21 @@ def options_from_json(text: str) -> RunOptions:
         )
     except (TypeError, KeyError) as exc:
         raise ValueError(f"not run options: {exc}") from exc
+
+
+def checked_config(
+    opts: RunOptions, load: Callable[[str, str], NodeConfig] = load_config
+) -> NodeConfig | None:
+    """The config ``opts`` names, or None after every problem went to stderr (``run`` exits 2).
+
+    The CLI checks before it execs the supervisor (a bad config never gets that far, and ``run``
+    under click's test runner still just returns 2); the supervisor checks again, since the
+    file is its to read.
+    """
+    try:
+        return load(opts.config_file, opts.resource_prefix)
+    except ConfigError as exc:
+        print(f"invalid config {opts.config_file}:", file=sys.stderr)
+        for message in exc.errors:
+            print(f"  {message}", file=sys.stderr)
+        return None
