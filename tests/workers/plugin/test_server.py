@@ -65,6 +65,7 @@ class Stream:
 
 class Served:
     def __init__(self, base: Path) -> None:
+        self.base = base
         self.devices = [vf(0, 0), vf(0, 1), vf(1, 0)]
         p = pool()
 
@@ -75,6 +76,14 @@ class Served:
         self.servicer = DevicePluginServicer(self.state, DevInfoWriter(base / "devinfo"))
         self.server = PluginServer(base / "dp", CHILD, self.servicer)
         self.streams: list[Stream] = []
+
+    def close(self) -> None:
+        """Ends the test's streams, the state and the server; removes the temp dir."""
+        for stream in self.streams:
+            stream.close()
+        self.state.close()
+        self.server.stop(grace=0.2)
+        shutil.rmtree(self.base, ignore_errors=True)
 
     def stream(self) -> Stream:
         assert self.server.current is not None
@@ -100,11 +109,7 @@ def served() -> Iterator[Served]:
     try:
         yield s
     finally:
-        for stream in s.streams:
-            stream.close()
-        s.state.close()
-        s.server.stop(grace=0.2)
-        shutil.rmtree(base, ignore_errors=True)
+        s.close()
 
 
 def health(served: Served, **by_pf: str) -> dict[str, str]:
@@ -206,8 +211,4 @@ def test_serving_adds_one_thread_and_no_other() -> None:
         }
         assert {t.name for t in new - clients} == {"grpc-loop"}
     finally:
-        for stream in s.streams:
-            stream.close()
-        s.state.close()
-        s.server.stop(grace=0.2)
-        shutil.rmtree(base, ignore_errors=True)
+        s.close()
