@@ -25,7 +25,7 @@ import select
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import msgpack
@@ -36,6 +36,22 @@ log = logging.getLogger(__name__)
 
 _PR_SET_CHILD_SUBREAPER = 36
 ZYGOTE_ENTRY = "sriovdp.workers.zygote"
+#: glibc's per-thread cache keeps up to 7 freed chunks per size; in the zygote those chunks sit in
+#: pages every child shares, and each child's first allocations of those sizes land in them and
+#: copy the pages. Without the cache, freed chunks go to the ordinary bins, which coalesce and
+#: which ``malloc_trim`` can return: the tree's PSS falls about 2 MB for 8 pools
+#: (docs/benchmarks.md, "What a worker copies"). Set at exec, as glibc reads tunables only then.
+ZYGOTE_GLIBC_TUNABLES = "glibc.malloc.tcache_count=0"
+
+
+def zygote_environ(base: Mapping[str, str]) -> dict[str, str]:
+    """The zygote's environment: ``base`` with :data:`ZYGOTE_GLIBC_TUNABLES` added to any
+    ``GLIBC_TUNABLES`` the operator set (theirs win: a later duplicate would override ours)."""
+    env = dict(base)
+    theirs = env.get("GLIBC_TUNABLES", "")
+    if "glibc.malloc.tcache_count=" not in theirs:
+        env["GLIBC_TUNABLES"] = ":".join(t for t in (ZYGOTE_GLIBC_TUNABLES, theirs) if t)
+    return env
 
 
 class SpawnError(RuntimeError):
@@ -100,7 +116,9 @@ def reap(waitpid: Callable[[int, int], tuple[int, int]] = os.waitpid) -> list[tu
         ended.append((pid, status))
 
 
-def _spawn_process(argv: list[str], pass_fds: tuple[int, ...] = ()) -> int:
+def _spawn_process(
+    argv: list[str], pass_fds: tuple[int, ...] = (), env: Mapping[str, str] | None = None
+) -> int:
     """posix_spawn with stdin from /dev/null, an empty signal mask and a new process group."""
     file_actions: list[tuple[Any, ...]] = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)]
     for fd in pass_fds:
@@ -109,7 +127,7 @@ def _spawn_process(argv: list[str], pass_fds: tuple[int, ...] = ()) -> int:
         return os.posix_spawn(
             argv[0],
             argv,
-            os.environ,
+            os.environ if env is None else env,
             file_actions=file_actions,
             setpgroup=0,
             setsigmask=(),
@@ -183,7 +201,7 @@ class ZygoteSpawner:
         argv = [self._python, "-m", "sriovdp.workers", "zygote", "--parent", str(os.getpid())]
         argv += ["--requests", str(req_r), "--reports", str(rep_w)]
         try:
-            self.pid = _spawn_process(argv, pass_fds=(req_r, rep_w))
+            self.pid = _spawn_process(argv, (req_r, rep_w), zygote_environ(os.environ))
         except SpawnError:
             for fd in (req_r, req_w, rep_r, rep_w):
                 os.close(fd)

@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from sriovdp.supervisor.child import ChildSpec, describe_exit
-from sriovdp.supervisor.spawn import ExecSpawner, SpawnError, ZygoteSpawner, make_spawner, reap
+from sriovdp.supervisor.spawn import (
+    ZYGOTE_GLIBC_TUNABLES,
+    ExecSpawner,
+    SpawnError,
+    ZygoteSpawner,
+    make_spawner,
+    reap,
+    zygote_environ,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -83,6 +91,33 @@ def test_zygote_forks_children_and_reports_their_ends(knobs: Path, zygote: Zygot
     pid_b = zygote.spawn(ChildSpec("b", "plugin", ("plugin", "--name", "b"), entry=FAKE))
     assert describe_exit(_wait_for_end(zygote.collect, pid_b)) == "exit 78"
     assert reap() == []  # the zygote reaped them; nothing is ours but the zygote, still alive
+
+
+def test_zygote_environ_turns_the_malloc_thread_cache_off_and_keeps_the_operators_tunables() -> None:
+    assert zygote_environ({"A": "1"}) == {"A": "1", "GLIBC_TUNABLES": ZYGOTE_GLIBC_TUNABLES}
+    theirs = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=1"}
+    assert zygote_environ(theirs)["GLIBC_TUNABLES"] == (
+        f"{ZYGOTE_GLIBC_TUNABLES}:glibc.malloc.arena_max=1"
+    )
+    # an operator who set the cache size themselves keeps it
+    own = {"GLIBC_TUNABLES": "glibc.malloc.tcache_count=3"}
+    assert zygote_environ(own) == own
+
+
+def test_the_running_zygote_and_its_children_have_no_malloc_thread_cache(
+    knobs: Path, zygote: ZygoteSpawner
+) -> None:
+    """glibc reads tunables at exec only: the zygote must be started with them in its environment
+    (its forks inherit the allocator's state, and the variable)."""
+    (knobs / "t.slow-start").write_text("30")
+    pid = zygote.spawn(ChildSpec("t", "plugin", ("plugin", "--name", "t"), entry=FAKE))
+    try:
+        for proc in (zygote.helper_pid(), pid):
+            environ = Path(f"/proc/{proc}/environ").read_bytes().split(b"\0")
+            assert f"GLIBC_TUNABLES={ZYGOTE_GLIBC_TUNABLES}".encode() in environ
+    finally:
+        os.kill(pid, 9)
+        _wait_for_end(zygote.collect, pid)
 
 
 def test_zygote_reports_a_bad_entry_as_exit_1_and_survives(
