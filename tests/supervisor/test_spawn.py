@@ -93,7 +93,7 @@ def test_zygote_forks_children_and_reports_their_ends(knobs: Path, zygote: Zygot
     assert reap() == []  # the zygote reaped them; nothing is ours but the zygote, still alive
 
 
-def test_zygote_environ_turns_the_malloc_thread_cache_off_and_keeps_the_operators_tunables() -> None:
+def test_zygote_environ_turns_the_thread_cache_off_and_keeps_the_operators_tunables() -> None:
     assert zygote_environ({"A": "1"}) == {"A": "1", "GLIBC_TUNABLES": ZYGOTE_GLIBC_TUNABLES}
     theirs = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=1"}
     assert zygote_environ(theirs)["GLIBC_TUNABLES"] == (
