@@ -15,10 +15,10 @@ import click
 
 from sriovdp.shared import exitcodes, pools, routes, sysfs
 from sriovdp.shared.config import ConfigError, config_warnings, load_config
-from sriovdp.shared.model import NodeConfig, PciFunction, PoolDiscovery
+from sriovdp.shared.model import NodeConfig, PciFunction, PoolDevice, PoolDiscovery
 from sriovdp.supervisor import options
 
-_COLUMNS = ("ID", "DRIVER", "PF", "PF NAME", "VF", "NETDEV", "NUMA", "IOMMU", "LINK")
+_COLUMNS = ("ID", "DRIVER", "PF", "PF NAME", "VF", "NETDEV", "NUMA", "IOMMU", "HEALTH LINK")
 
 
 def _load_or_exit(config_file: str, resource_prefix: str) -> NodeConfig:
@@ -55,7 +55,27 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
 
 
-def _device_json(fn: PciFunction) -> dict[str, Any]:
+class _Links:
+    """The link that decides each device's health (a VF follows its PF's netdev) and its
+    operstate, read from the same sysfs tree: what the health monitor will report for it."""
+
+    def __init__(self, root: Path, functions: list[PciFunction]) -> None:
+        self.root = root
+        self.by_netdev = {fn.netdev: fn for fn in functions if fn.netdev is not None}
+
+    def state(self, dev: PoolDevice) -> str | None:
+        fn = self.by_netdev.get(dev.health_link) if dev.health_link is not None else None
+        return None if fn is None else sysfs.operstate(self.root, fn)
+
+    def cell(self, dev: PoolDevice) -> str:
+        """``<ifname>:<operstate>`` (``?`` when unreadable), or ``-`` for a device without one."""
+        if dev.health_link is None:
+            return "-"
+        return f"{dev.health_link}:{self.state(dev) or '?'}"
+
+
+def _device_json(dev: PoolDevice, links: _Links) -> dict[str, Any]:
+    fn = dev.function
     return {
         "id": fn.address,
         "driver": fn.driver,
@@ -65,10 +85,12 @@ def _device_json(fn: PciFunction) -> dict[str, Any]:
         "netdev": fn.netdev,
         "numaNode": fn.numa_node,
         "iommuGroup": fn.iommu_group,
+        "healthLink": dev.health_link,
+        "healthLinkState": links.state(dev),
     }
 
 
-def _render_text(root: Path, results: list[PoolDiscovery], warnings: list[str]) -> None:
+def _render_text(links: _Links, results: list[PoolDiscovery], warnings: list[str]) -> None:
     for result in results:
         click.echo(f"{result.pool.resource}: {len(result.devices)} device(s)")
         if result.devices:
@@ -87,7 +109,7 @@ def _render_text(root: Path, results: list[PoolDiscovery], warnings: list[str]) 
                             fn.netdev,
                             fn.numa_node,
                             fn.iommu_group,
-                            sysfs.operstate(root, fn),
+                            links.cell(dev),
                         )
                     )
                 )
@@ -121,14 +143,15 @@ def discover(
     warnings = [f"{fn.address}: {w}" for fn in functions for w in fn.warnings]
     if not functions:
         warnings.append(f"no PCI functions under {root / 'bus/pci/devices'}")
+    links = _Links(root, functions)
     if not as_json:
-        _render_text(root, results, warnings)
+        _render_text(links, results, warnings)
         return
     doc = {
         "pools": [
             {
                 "resource": r.pool.resource,
-                "devices": [_device_json(d.function) for d in r.devices],
+                "devices": [_device_json(d, links) for d in r.devices],
                 "excluded": [{"id": e.id, "reason": e.reason} for e in r.excluded],
             }
             for r in results

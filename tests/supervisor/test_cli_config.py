@@ -13,7 +13,8 @@ from sriovdp.shared import exitcodes
 from sriovdp.shared.simnode import demo_config, demo_node
 from sriovdp.supervisor.cli import cli
 
-DEVICE_KEYS = {"id", "driver", "pf", "pfName", "vfIndex", "netdev", "numaNode", "iommuGroup"}
+DEVICE_KEYS = {"id", "driver", "pf", "pfName", "vfIndex", "netdev", "numaNode", "iommuGroup",
+               "healthLink", "healthLinkState"}  # fmt: skip
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
@@ -88,29 +89,43 @@ def test_discover_text(demo: tuple[str, str, str]) -> None:
     lines = result.stdout.splitlines()
     assert lines[0] == "intel.com/sriov_net_A: 8 device(s)"
     assert lines[1].split() == ["ID", "DRIVER", "PF", "PF", "NAME", "VF", "NETDEV", "NUMA",
-                                "IOMMU", "LINK"]  # fmt: skip
+                                "IOMMU", "HEALTH", "LINK"]  # fmt: skip
     assert lines[2].split() == ["0000:04:00.0", "iavf", "0000:03:00.0", "sim0pf0", "0",
-                                "sim0pf0v0", "0", "1", "up"]  # fmt: skip
+                                "sim0pf0v0", "0", "1", "sim0pf0:up"]  # fmt: skip
     assert "  excluded:" in lines
     assert "    0000:04:00.4: driver vfio-pci contradicts deviceType netdevice" in lines
     vfio = lines.index("intel.com/sriov_vfio: 4 device(s)")
     assert lines[vfio + 2].split() == ["0000:04:00.4", "vfio-pci", "0000:03:00.0", "sim0pf0",
-                                       "4", "-", "0", "5", "-"]  # fmt: skip
+                                       "4", "-", "0", "5", "sim0pf0:up"]  # fmt: skip
     assert "intel.com/sriov_uio: 4 device(s)" in lines
     assert "warnings:" not in lines
 
 
-def test_discover_shows_warnings_and_link_state(demo: tuple[str, str, str]) -> None:
+def test_discover_shows_warnings_and_the_link_that_decides_health(
+    demo: tuple[str, str, str],
+) -> None:
+    """A VF's health follows its PF's netdev, not its own (an unused VF's netdev is often down):
+    the table shows the PF's link for every VF, with or without a netdev of its own."""
     config, sys_root, proc = demo
-    vf = Path(sys_root) / "bus/pci/devices/0000:04:00.1"
+    devices = Path(sys_root) / "bus/pci/devices"
+    vf = devices / "0000:04:00.1"
     (vf / "numa_node").write_text("x\n")
     (vf / "net/sim0pf0v1/operstate").write_text("down\n")
-    result = invoke("discover", "--config-file", config, "--sysfs-root", sys_root,
-                    "--proc-root", proc)  # fmt: skip
-    lines = result.stdout.splitlines()
+    args = ("--config-file", config, "--sysfs-root", sys_root, "--proc-root", proc)
+    lines = invoke("discover", *args).stdout.splitlines()
     row = next(line for line in lines if line.startswith("  0000:04:00.1"))
-    assert row.split()[-3:] == ["-", "2", "down"]
+    assert row.split()[-3:] == ["-", "2", "sim0pf0:up"]
     assert lines[-2:] == ["warnings:", "  0000:04:00.1: numa_node is not a number: 'x'"]
+
+    (devices / "0000:03:00.0/net/sim0pf0/operstate").write_text("down\n")
+    lines = invoke("discover", *args).stdout.splitlines()
+    pf0_vfs = [line for line in lines if "  0000:03:00.0  sim0pf0" in line]
+    assert len(pf0_vfs) >= 2 and all(line.endswith("sim0pf0:down") for line in pf0_vfs)
+    assert not [line for line in lines if line.endswith(":down") and line not in pf0_vfs]
+    doc = json.loads(invoke("discover", "--json", *args).stdout)
+    states = {d["id"]: (d["healthLink"], d["healthLinkState"]) for p in doc["pools"]
+              for d in p["devices"]}  # fmt: skip
+    assert states["0000:04:00.1"] == ("sim0pf0", "down")
 
 
 def test_discover_json(demo: tuple[str, str, str]) -> None:
@@ -137,6 +152,8 @@ def test_discover_json(demo: tuple[str, str, str]) -> None:
         "netdev": None,
         "numaNode": 0,
         "iommuGroup": "5",
+        "healthLink": "sim0pf0",
+        "healthLinkState": "up",
     }
     assert doc["pools"][0]["excluded"][0] == {
         "id": "0000:04:00.4",
