@@ -15,9 +15,9 @@ worker's writable anonymous pages with the zygote's, page by page, through
 For the pages with 1-3 differing words, each differing word is classified by what it most likely
 is: the reference count of an object whose type is readable right after it (``refcount <type>``),
 a code object's warm-up counter (CPython 3.11 counts a function's first calls in the code object),
-glibc malloc's per-thread cache bookkeeping (``malloc tcache``: a freed chunk's ``key`` word), or
-``other``. The zygote keeps writing its own pages too (each spawn), so ``copied`` counts pages
-either side wrote; the worker's ``Private_Dirty`` is printed beside them.
+or ``other`` (allocator and dict bookkeeping, among others). The zygote keeps writing its own
+pages too (each spawn), so ``copied`` counts pages either side wrote; the worker's
+``Private_Dirty`` is printed beside them.
 
 Prints a table; ``--json PATH`` writes the numbers. Method and results: docs/benchmarks.md,
 "What a worker copies".
@@ -32,14 +32,12 @@ import os
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench_supervisor import comm, config_for, descendants
+from bench_supervisor import comm, descendants, rollup_kb, scaled_node
 
-from sriovdp.shared.simnode import scale_node
 from sriovdp.shared.simnode.kubelet import KubeletStandIn
 
 PAGE = 4096
@@ -108,7 +106,6 @@ def classify(child_pid: int, zygote_pid: int) -> dict[str, Any]:
     zmem, cmem = Memory(zygote_pid), Memory(child_pid)
     pages: collections.Counter[str] = collections.Counter()
     light: collections.Counter[str] = collections.Counter()
-    large_values: collections.Counter[int] = collections.Counter()
     pending: list[tuple[int, int, int]] = []  # (old word, new word, next old word) per change
     zygote_maps = writable_anon_maps(zygote_pid)
     zygote_frames = {(s, e): frames(zygote_pid, s, e) for s, e, _ in zygote_maps}
@@ -124,14 +121,14 @@ def classify(child_pid: int, zygote_pid: int) -> dict[str, Any]:
             for i, entry in enumerate(frames(child_pid, start, end)):
                 if not entry & _PRESENT:
                     continue
-                zentry = zygote_entry(start + i * PAGE)
+                addr = start + i * PAGE
+                zentry = zygote_entry(addr)
                 if not zentry & _PRESENT:
                     pages["own"] += 1
                     continue
                 if entry & _PFN_MASK == zentry & _PFN_MASK:
                     pages["shared"] += 1
                     continue
-                addr = start + i * PAGE
                 try:
                     new = struct.unpack(f"{WORDS}Q", cmem.read(addr, PAGE))
                     old = struct.unpack(f"{WORDS}Q", zmem.read(addr, PAGE))
@@ -146,18 +143,10 @@ def classify(child_pid: int, zygote_pid: int) -> dict[str, Any]:
                     for j in changed:
                         nxt = old[j + 1] if j + 1 < WORDS else 0
                         pending.append((old[j], new[j], nxt))
-                        for value in (old[j], new[j]):
-                            if value >= 1 << 56:
-                                large_values[value] += 1
                 else:
                     pages["copied, more"] += 1
-        # glibc's random tcache key is not readable from outside, but every freed chunk in the
-        # cache stores it, so it is the most frequent large value among the changed words
-        key = large_values.most_common(1)[0][0] if large_values else None
         for old_word, new_word, nxt in pending:
-            if key is not None and key in (old_word, new_word):
-                light["malloc tcache"] += 1
-            elif _is_warmup(old_word, new_word):
+            if _is_warmup(old_word, new_word):
                 light["code warm-up counter"] += 1
             elif old_word < 1 << 32 and new_word < 1 << 32 and zmem.type_name(nxt):
                 light[f"refcount {zmem.type_name(nxt)}"] += 1
@@ -169,25 +158,9 @@ def classify(child_pid: int, zygote_pid: int) -> dict[str, Any]:
     return {"pages_kb": {k: v * 4 for k, v in pages.items()}, "light_words": dict(light)}
 
 
-def private_dirty_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Private_Dirty:"):
-            return int(line.split()[1])
-    return 0
-
-
 def run(pfs: int, vfs: int, settle_s: float) -> dict[str, Any]:
-    base = Path(tempfile.mkdtemp(prefix="bench-cow-"))
-    scale_node(base / "sys", pfs, vfs)
-    (base / "proc" / "net").mkdir(parents=True)
-    (base / "plugins").mkdir()
-    (base / "config.json").write_text(json.dumps(config_for(pfs)))
+    base, argv = scaled_node("bench-cow-", "zygote", pfs, vfs)
     kubelet = KubeletStandIn(base / "plugins")
-    argv = [sys.executable, "-m", "sriovdp", "run", "--config-file", str(base / "config.json")]
-    argv += ["--sysfs-root", str(base / "sys"), "--plugin-dir", str(base / "plugins")]
-    argv += ["--run-dir", str(base / "run"), "--proc-root", str(base / "proc")]
-    argv += ["--devinfo-dir", str(base / "devinfo"), "--cdi-dir", str(base / "cdi")]
-    argv += ["--spawn-mode", "zygote", "--log-level", "warning"]
     log = (base / "supervisor.log").open("wb")
     proc = subprocess.Popen(argv, stdout=log, stderr=log)
     try:
@@ -199,7 +172,7 @@ def run(pfs: int, vfs: int, settle_s: float) -> dict[str, Any]:
         workers = sorted(p for p, name in tree.items() if name.startswith("sdp-") and p != zygote)
         plugin = next(p for p in workers if not tree[p].startswith(("sdp-health", "sdp-kubelet")))
         result = classify(plugin, zygote)
-        result["worker_private_dirty_kb"] = private_dirty_kb(plugin)
+        result["worker_private_dirty_kb"] = rollup_kb(plugin, "Private_Dirty")
         result["pools"], result["vfs_per_pool"] = pfs, vfs
     finally:
         proc.terminate()

@@ -56,10 +56,11 @@ def descendants(root: int) -> list[int]:
     return out
 
 
-def pss_kb(pid: int) -> int:
+def rollup_kb(pid: int, field: str = "Pss") -> int:
+    """One field of ``/proc/<pid>/smaps_rollup`` in kB (0 once the process is gone)."""
     try:
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
     except OSError:
         pass
@@ -119,18 +120,25 @@ def config_for(pfs: int) -> dict[str, Any]:
     }
 
 
-def run_one(mode: str, pfs: int, vfs: int, idle_s: float) -> dict[str, Any]:
-    base = Path(tempfile.mkdtemp(prefix=f"bench-sup-{mode}-"))
+def scaled_node(prefix: str, mode: str, pfs: int, vfs: int) -> tuple[Path, list[str]]:
+    """A simulated node of ``pfs`` PFs x ``vfs`` VFs (one pool per PF) in a new temp dir, and the
+    ``sriov-supervisor run`` command line for it; returns (the dir, argv)."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
     scale_node(base / "sys", pfs, vfs)
     (base / "proc" / "net").mkdir(parents=True)
     (base / "plugins").mkdir()
     (base / "config.json").write_text(json.dumps(config_for(pfs)))
-    kubelet = KubeletStandIn(base / "plugins")
     argv = [sys.executable, "-m", "sriovdp", "run", "--config-file", str(base / "config.json")]
     argv += ["--sysfs-root", str(base / "sys"), "--plugin-dir", str(base / "plugins")]
     argv += ["--run-dir", str(base / "run"), "--proc-root", str(base / "proc")]
     argv += ["--devinfo-dir", str(base / "devinfo"), "--cdi-dir", str(base / "cdi")]
     argv += ["--spawn-mode", mode, "--log-level", "warning"]
+    return base, argv
+
+
+def run_one(mode: str, pfs: int, vfs: int, idle_s: float) -> dict[str, Any]:
+    base, argv = scaled_node(f"bench-sup-{mode}-", mode, pfs, vfs)
+    kubelet = KubeletStandIn(base / "plugins")
     log = (base / "supervisor.log").open("wb")
     started = time.monotonic()
     proc = subprocess.Popen(argv, stdout=log, stderr=log)
@@ -148,7 +156,7 @@ def run_one(mode: str, pfs: int, vfs: int, idle_s: float) -> dict[str, Any]:
                 time.sleep(0.05)
         time.sleep(2.0)  # let start-up work settle before measuring idle
         tree = descendants(proc.pid)
-        per_process = {p: (comm(p), pss_kb(p) / 1024) for p in tree}
+        per_process = {p: (comm(p), rollup_kb(p) / 1024) for p in tree}
         pss = sum(mb for _, mb in per_process.values())
         before = {p: cpu_ns(p) for p in tree}
         ticks_before = sum(cpu_ticks(p) for p in tree)
