@@ -128,6 +128,21 @@ def test_discover_shows_warnings_and_the_link_that_decides_health(
     assert states["0000:04:00.1"] == ("sim0pf0", "down")
 
 
+def test_discover_with_an_unreadable_link_state_shows_a_question_mark(
+    demo: tuple[str, str, str],
+) -> None:
+    config, sys_root, proc = demo
+    (Path(sys_root) / "bus/pci/devices/0000:03:00.0/net/sim0pf0/operstate").unlink()
+    args = ("--config-file", config, "--sysfs-root", sys_root, "--proc-root", proc)
+    result = invoke("discover", *args)
+    assert result.exit_code == 0
+    row = next(line for line in result.stdout.splitlines() if line.startswith("  0000:04:00.1"))
+    assert row.split()[-1] == "sim0pf0:?"
+    doc = json.loads(invoke("discover", "--json", *args).stdout)
+    dev = next(d for p in doc["pools"] for d in p["devices"] if d["id"] == "0000:04:00.1")
+    assert (dev["healthLink"], dev["healthLinkState"]) == ("sim0pf0", None)
+
+
 def test_discover_json(demo: tuple[str, str, str]) -> None:
     config, sys_root, proc = demo
     result = invoke("discover", "--json", "--config-file", config, "--sysfs-root", sys_root,
