@@ -2,6 +2,8 @@
 # machine needs nothing installed by hand.
 PYTHON ?= python3
 VENV   ?= .venv
+# bench: the measured process trees run from here, installed as images/Dockerfile installs
+IMAGE_VENV ?= .venv-image
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
@@ -40,9 +42,16 @@ lint: $(TSTAMP)
 proto: $(TSTAMP)
 	$(PY) -m sriovdp.proto.generate
 
-## bench: every benchmark; writes bench/results.json and the table in docs/benchmarks.md
+## bench: every benchmark; writes bench/results.json and the table in docs/benchmarks.md.
+## The supervisor trees it measures run from $(IMAGE_VENV): the package installed from a wheel,
+## without setuptools, as in images/Dockerfile (rebuilt on every run, so it is the code checked out)
 bench: $(STAMP)
-	$(PY) bench/run_all.py --json bench/results.json --markdown docs/benchmarks.md
+	rm -rf $(IMAGE_VENV)
+	$(PYTHON) -m venv $(IMAGE_VENV)
+	$(IMAGE_VENV)/bin/pip install --quiet .
+	$(IMAGE_VENV)/bin/pip uninstall --quiet --yes setuptools wheel
+	SRIOVDP_BENCH_PYTHON=$(abspath $(IMAGE_VENV))/bin/python \
+		$(PY) bench/run_all.py --json bench/results.json --markdown docs/benchmarks.md
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(IMAGE_VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -162,7 +162,7 @@ def run(pfs: int, vfs: int, settle_s: float) -> dict[str, Any]:
     base, argv = scaled_node("bench-cow-", "zygote", pfs, vfs)
     kubelet = KubeletStandIn(base / "plugins")
     log = (base / "supervisor.log").open("wb")
-    proc = subprocess.Popen(argv, stdout=log, stderr=log)
+    proc = subprocess.Popen(argv, stdout=log, stderr=log, cwd=base)
     try:
         if not kubelet.wait_for(lambda k: len(k.allocatable()) == pfs, 60):
             raise RuntimeError(f"pools never registered: {kubelet.allocatable()}")

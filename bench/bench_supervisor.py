@@ -13,6 +13,12 @@ For a scaled simulated node (default 8 PFs x 64 VFs, one pool per PF), per spawn
 
 Targets: registered < 1 s, PSS < 100 MB, idle CPU < 20 ms per 10 s. Prints a table;
 ``--json PATH`` writes the results.
+
+The tree runs on the interpreter in ``$SRIOVDP_BENCH_PYTHON`` (default: this one). ``make bench``
+points it at ``.venv-image``, where the package is installed as ``images/Dockerfile`` installs
+it: from a wheel, without setuptools. A development venv's editable install adds a ``.pth``
+import hook and setuptools' distutils shim to every interpreter's start, about 2 MB of private
+memory in each exec'd process (the supervisor and the zygote) that no node ever runs.
 """
 
 from __future__ import annotations
@@ -120,15 +126,33 @@ def config_for(pfs: int) -> dict[str, Any]:
     }
 
 
+def tree_python() -> str:
+    """The interpreter the measured tree runs on (see the module docstring)."""
+    return os.environ.get("SRIOVDP_BENCH_PYTHON") or sys.executable
+
+
+def install_kind(python: str) -> str:
+    """``editable`` when ``python`` runs the package through an editable install's import hook,
+    else ``wheel``: which of the two a measurement was taken on."""
+    probe = (
+        "import glob, site; "
+        "print(any(glob.glob(d + '/__editable__*.pth') for d in site.getsitepackages()))"
+    )
+    out = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True)
+    return "editable" if out.stdout.strip() == "True" else "wheel"
+
+
 def scaled_node(prefix: str, mode: str, pfs: int, vfs: int) -> tuple[Path, list[str]]:
     """A simulated node of ``pfs`` PFs x ``vfs`` VFs (one pool per PF) in a new temp dir, and the
-    ``sriov-supervisor run`` command line for it; returns (the dir, argv)."""
+    ``sriov-supervisor run`` command line for it; returns (the dir, argv). Run it with the temp
+    dir as working directory, so that ``-m sriovdp`` finds the installed package, not a checkout
+    in the current directory."""
     base = Path(tempfile.mkdtemp(prefix=prefix))
     scale_node(base / "sys", pfs, vfs)
     (base / "proc" / "net").mkdir(parents=True)
     (base / "plugins").mkdir()
     (base / "config.json").write_text(json.dumps(config_for(pfs)))
-    argv = [sys.executable, "-m", "sriovdp", "run", "--config-file", str(base / "config.json")]
+    argv = [tree_python(), "-m", "sriovdp", "run", "--config-file", str(base / "config.json")]
     argv += ["--sysfs-root", str(base / "sys"), "--plugin-dir", str(base / "plugins")]
     argv += ["--run-dir", str(base / "run"), "--proc-root", str(base / "proc")]
     argv += ["--devinfo-dir", str(base / "devinfo"), "--cdi-dir", str(base / "cdi")]
@@ -141,7 +165,7 @@ def run_one(mode: str, pfs: int, vfs: int, idle_s: float) -> dict[str, Any]:
     kubelet = KubeletStandIn(base / "plugins")
     log = (base / "supervisor.log").open("wb")
     started = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=log, stderr=log)
+    proc = subprocess.Popen(argv, stdout=log, stderr=log, cwd=base)
     try:
 
         def registered(k: KubeletStandIn) -> bool:
@@ -235,7 +259,10 @@ def main(argv: list[str] | None = None) -> int:
         results.append(row)
     cols: tuple[str, ...] = ("mode", "processes", "registered_s", "pss_mb", "pss_per_process_mb")
     cols += ("idle_cpu_ms", "stop_s", "exit_code")
+    python = tree_python()
+    install = install_kind(python)
     print(f"{args.pools} pools x {args.vfs} VFs, median of {args.repeat}; targets: {TARGETS}")
+    print(f"tree interpreter: {python} ({install} install)")
     print("  ".join(f"{c:>18}" for c in cols))
     for r in results:
         print("  ".join(f"{r[c]!s:>18}" for c in cols))
@@ -243,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         roles = ", ".join(f"{role} {mb}" for role, mb in r["pss_by_role_mb"].items())
         print(f"{r['mode']}: median PSS per process (MB; plugin = one worker): {roles}")
     if args.json:
-        args.json.write_text(json.dumps({"targets": TARGETS, "results": results}, indent=2))
+        report = {"targets": TARGETS, "python": python, "install": install, "results": results}
+        args.json.write_text(json.dumps(report, indent=2))
     return 0
 
 
