@@ -17,7 +17,6 @@ that the loop polls: the pipe is the queue. Never imports grpc or pyroute2.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import logging
 import os
@@ -29,7 +28,7 @@ from typing import Any
 
 import zmq
 
-from sriovdp.shared import exitcodes
+from sriovdp.shared import exitcodes, libc
 from sriovdp.shared.config import ConfigError, load_config
 from sriovdp.shared.messages import Envelope, WorkerHeartbeat
 from sriovdp.shared.model import NodeConfig
@@ -39,7 +38,7 @@ from sriovdp.supervisor.child import ChildSpec
 from sriovdp.supervisor.control import CommandError, ControlServer
 from sriovdp.supervisor.lock import LockedError, RunDirError, RunDirLock
 from sriovdp.supervisor.runopts import RunOptions, checked_config
-from sriovdp.supervisor.spawn import Spawner, become_subreaper, make_spawner, reap
+from sriovdp.supervisor.spawn import Spawner, make_spawner, reap
 from sriovdp.supervisor.status import SupervisorStatus
 
 log = logging.getLogger(__name__)
@@ -145,7 +144,7 @@ class Supervisor:
 
     def _setup(self) -> None:
         self.lock.acquire()  # before binding anything: LockedError leaves everything untouched
-        become_subreaper()
+        libc.become_subreaper()  # orphans come to us (and to reap()), not to init
         self._sig_r, self._sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._sig_w, warn_on_full_buffer=False)
         for sig in _HANDLED_SIGNALS:
@@ -424,8 +423,7 @@ def _enqueue_only(_signum: int, _frame: object) -> None:
 def release_memory() -> None:
     """``gc.collect()`` then glibc's ``malloc_trim(0)``: free pages back to the kernel."""
     gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).malloc_trim(0)
+    libc.malloc_trim()
 
 
 def run(opts: RunOptions, load: Callable[[str, str], NodeConfig] = load_config) -> int:

@@ -17,7 +17,6 @@ own, so a Ctrl-C on the supervisor's terminal reaches the supervisor only; it st
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import logging
 import os
@@ -34,7 +33,6 @@ from sriovdp.supervisor.child import ChildSpec, describe_exit
 
 log = logging.getLogger(__name__)
 
-_PR_SET_CHILD_SUBREAPER = 36
 ZYGOTE_ENTRY = "sriovdp.workers.zygote"
 #: glibc's per-thread cache keeps up to 7 freed chunks per size; in the zygote those chunks sit in
 #: pages every child shares, and each child's first allocations of those sizes land in them and
@@ -94,13 +92,6 @@ class Spawner(Protocol):
     def kill_helper(self) -> None:
         """SIGKILL to the helper process, when it does not exit by itself."""
         ...
-
-
-def become_subreaper() -> None:
-    """Orphaned descendants are re-parented to us (and reaped by :func:`reap`), not to init."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 def reap(waitpid: Callable[[int, int], tuple[int, int]] = os.waitpid) -> list[tuple[int, int]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import gc
 import os
 import select
@@ -13,7 +12,7 @@ import signal
 from pathlib import Path
 from types import FrameType
 
-_PR_SET_PDEATHSIG = 1
+from sriovdp.shared import libc
 
 
 def die_with_parent(sig: int = signal.SIGTERM, expected_parent: int | None = None) -> None:
@@ -22,11 +21,7 @@ def die_with_parent(sig: int = signal.SIGTERM, expected_parent: int | None = Non
     ``expected_parent`` is the parent pid seen before the exec or fork; if ``getppid()`` differs
     after arming, the parent died in between and we leave at once (no orphans holding sockets).
     """
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: rely on the getppid() check in main loops
-        pass
+    libc.set_parent_death_signal(sig)  # not Linux: the getppid() checks of the main loops remain
     if expected_parent is not None and os.getppid() != expected_parent:
         os._exit(0)
 
@@ -36,8 +31,7 @@ def release_memory() -> None:
     glibc's ``malloc_trim(0)`` (the free pages of every malloc arena, not only the heap's top).
     In a child of the zygote this also drops the freed-but-still-mapped pages it copied."""
     gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).malloc_trim(0)
+    libc.malloc_trim()
 
 
 class StopFlag:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import errno
 import gc
 import importlib
@@ -43,6 +42,7 @@ from typing import Any
 
 import msgpack
 
+from sriovdp.shared import libc
 from sriovdp.workers.runtime import die_with_parent
 
 log = logging.getLogger(__name__)
@@ -86,8 +86,6 @@ PRELOAD = (
     "sriovdp.workers.health_monitor",
 )
 
-_PR_SET_NAME = 15
-_M_ARENA_MAX = -8
 #: glibc creates a malloc arena per thread (up to 8 x cores), each a few MB of dirty pages in a
 #: worker with several threads (zmq's, the bus reader, the gRPC event loop); two are plenty
 MALLOC_ARENAS = 2
@@ -95,9 +93,7 @@ MALLOC_ARENAS = 2
 
 def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> None:
     """``mallopt(M_ARENA_MAX)``: inherited by forked children (the setting lives in memory)."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.mallopt(_M_ARENA_MAX, arenas)
+    libc.mallopt(libc.M_ARENA_MAX, arenas)
 
 
 def run_entry(entry: str, argv: Sequence[str]) -> int:
@@ -114,13 +110,6 @@ def run_entry(entry: str, argv: Sequence[str]) -> int:
     except BaseException:
         traceback.print_exc()
         return 1
-
-
-def _set_comm(name: str) -> None:
-    """Names the thread in ``ps``/``top`` (forked children share the zygote's command line)."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
 
 
 class Zygote:
@@ -215,7 +204,7 @@ class Zygote:
                 with contextlib.suppress(OSError):
                     os.close(fd)
             die_with_parent(signal.SIGTERM, expected_parent=zygote_pid)
-            _set_comm(f"sdp-{name}")
+            libc.set_thread_name(f"sdp-{name}")
             code = run_entry(entry, argv)
         finally:
             with contextlib.suppress(Exception):
@@ -237,8 +226,7 @@ def preload(modules: Sequence[str] = PRELOAD) -> list[str]:
     gc.freeze()  # keep the collector from touching (and so copying) the shared pages
     # the import garbage's free malloc pages back to the kernel before any fork: otherwise every
     # child inherits them resident and copies each one its own allocations land on
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).malloc_trim(0)
+    libc.malloc_trim()
     return missing
 
 
@@ -251,7 +239,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     # SIGKILL: the zygote holds nothing to clean up; its children get their own SIGTERM
     die_with_parent(signal.SIGKILL, expected_parent=args.parent)
-    _set_comm("sdp-zygote")
+    libc.set_thread_name("sdp-zygote")
     preload()
     try:
         return Zygote(args.requests, args.reports).serve()

@@ -23,9 +23,6 @@ tells whether the kubelet has us, and the registrar keeps retrying in the backgr
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
-import gc
 import logging
 import os
 import queue
@@ -102,14 +99,6 @@ PARSER = build_parser()
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """Parses a worker's options (exits with a usage message on bad ones, as argparse does)."""
     return PARSER.parse_args(list(argv))
-
-
-def release_startup_memory() -> None:
-    """Start-up garbage (discovery of the whole node) back to the kernel: ``malloc_trim(0)``
-    returns the free pages of every glibc arena, not only the top of the heap."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).malloc_trim(0)
 
 
 @dataclass
@@ -249,7 +238,7 @@ class Worker:
         if not self._ready_sent:
             self._ready_sent = True
             self.publish(WorkerReady(self.child, os.getpid()))
-            release_startup_memory()
+            runtime.release_memory()  # discovery's garbage
 
     def on_state(self, view: Any, reason: str) -> None:
         self.publish_summary(reason)

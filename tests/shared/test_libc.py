@@ -1,0 +1,88 @@
+"""sriovdp.shared.libc: the libc calls, looked up once at import (real processes, real prctl)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import time
+
+import pytest
+
+from sriovdp.shared import libc
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="prctl and glibc malloc: Linux")
+
+
+def _in_child(body: str) -> tuple[int, str]:
+    """Forks; the child runs ``body`` (a function of this module) and writes what it returns."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no pytest machinery from here on
+        code = 1
+        try:
+            os.close(r)
+            os.write(w, globals()[body]().encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r) as f:
+        out = f.read()
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), out
+
+
+def _name_without_lookup() -> str:
+    # a lookup now would fail: the call must use the pointer found at import
+    def refuse(*_a: object, **_k: object) -> None:
+        raise AssertionError("ctypes.CDLL called after import")
+
+    ctypes.CDLL = refuse  # type: ignore[assignment,misc]
+    ok = libc.set_thread_name("sdp-test-name-longer-than-15")
+    with open(f"/proc/{os.getpid()}/comm") as f:
+        return f"{ok} {f.read().strip()}"
+
+
+def test_thread_name_is_set_in_a_forked_child_without_a_new_lookup() -> None:
+    code, out = _in_child("_name_without_lookup")
+    assert code == 0
+    assert out == "True sdp-test-name-l"  # the kernel keeps 15 bytes
+
+
+def _death_signal() -> str:
+    # a grandchild with PDEATHSIG=SIGTERM outlives its parent (this child) only if unarmed
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        libc.set_parent_death_signal(signal.SIGTERM)
+        os.write(w, b"x")
+        time.sleep(30)
+        os._exit(0)
+    os.read(r, 1)
+    return str(pid)
+
+
+def test_parent_death_signal_ends_the_grandchild_with_its_parent() -> None:
+    code, out = _in_child("_death_signal")
+    assert code == 0
+    grandchild = int(out)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{grandchild}/stat") as f:
+                if f.read().split(") ", 1)[1].startswith("Z"):
+                    break  # dead, waiting for init to reap it
+        except FileNotFoundError:
+            break
+        time.sleep(0.02)
+    else:
+        os.kill(grandchild, signal.SIGKILL)
+        pytest.fail("the grandchild outlived its parent: PR_SET_PDEATHSIG not armed")
+
+
+def test_malloc_calls_answer_with_glibc() -> None:
+    assert libc.mallopt(libc.M_ARENA_MAX, 8) is True
+    assert libc.malloc_trim() in (True, False)  # 1 or 0 from glibc: nothing to assert on size
+    assert libc.prctl(-1, 0) is False  # EINVAL: the wrapper reports failure, raises nothing
