@@ -36,6 +36,7 @@ import os
 import select
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 from typing import Any
@@ -213,8 +214,19 @@ class Zygote:
             os._exit(code)
 
 
-def preload(modules: Sequence[str] = PRELOAD) -> list[str]:
-    """Imports what children will need; returns the names that could not be imported."""
+class ThreadsLeftError(RuntimeError):
+    """The rehearsal left a thread running: this process must not fork any more."""
+
+
+def preload(modules: Sequence[str] = PRELOAD, rehearse: bool = True) -> list[str]:
+    """Imports what children will need; returns the names that could not be imported.
+
+    With ``rehearse``, then rehearses a plugin worker here (its lazy caches filled once for every
+    child), has a forked scout find which code the worker runs, and lays that code out together
+    (:mod:`~sriovdp.workers.rehearsal`, :mod:`~sriovdp.workers.codelayout`). The order is
+    measured, not incidental: the copies must be the last allocations before ``gc.freeze()``; a
+    rehearsal or a full collection after them gave back most of the saving (docs/benchmarks.md).
+    """
     limit_malloc_arenas()
     missing = []
     for name in modules:
@@ -222,12 +234,43 @@ def preload(modules: Sequence[str] = PRELOAD) -> list[str]:
             importlib.import_module(name)
         except ImportError:
             missing.append(name)
+    hot: list[int] = []
+    if rehearse:
+        hot = _rehearse()
     gc.collect()
+    if hot:
+        from sriovdp.workers import codelayout
+
+        moved = codelayout.relocate(codelayout.code_objects(hot))
+        log.debug("laid out the code of %d functions", moved)
     gc.freeze()  # keep the collector from touching (and so copying) the shared pages
     # the import garbage's free malloc pages back to the kernel before any fork: otherwise every
     # child inherits them resident and copies each one its own allocations land on
     libc.malloc_trim()
     return missing
+
+
+def _rehearse() -> list[int]:
+    """The rehearsal here, then the scout's; returns the ids of the code a worker ran ([] when
+    either failed: that only costs the saving). Raises ThreadsLeftError if a thread is left."""
+    from sriovdp.workers import rehearsal
+
+    try:
+        rehearsal.rehearse()
+        return rehearsal.scout()
+    except rehearsal.RehearsalError as exc:
+        if threading.active_count() > 1:
+            raise ThreadsLeftError(str(exc)) from exc
+        log.warning("worker code not laid out: %s", exc)
+        return []
+
+
+def restart_without_rehearsal(argv: list[str]) -> None:
+    """Replaces this process by a fresh zygote with the same arguments and ``--no-rehearsal``:
+    exec is safe with a stray thread where fork is not. Keeps the pid and the inherited pipes."""
+    os.execv(
+        sys.executable, [sys.executable, "-m", "sriovdp.workers", "zygote", *argv, "--no-rehearsal"]
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -236,11 +279,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--parent", type=int, required=True)
     parser.add_argument("--requests", type=int, required=True, help="fd to read requests from")
     parser.add_argument("--reports", type=int, required=True, help="fd to write reports to")
+    parser.add_argument(
+        "--no-rehearsal", action="store_true", help="fork without laying out worker code first"
+    )
     args = parser.parse_args(argv)
     # SIGKILL: the zygote holds nothing to clean up; its children get their own SIGTERM
     die_with_parent(signal.SIGKILL, expected_parent=args.parent)
     libc.set_thread_name("sdp-zygote")
-    preload()
+    try:
+        preload(rehearse=not args.no_rehearsal)
+    except ThreadsLeftError as exc:
+        log.warning("%s; restarting the zygote without the rehearsal", exc)
+        restart_without_rehearsal(argv)
     try:
         return Zygote(args.requests, args.reports).serve()
     except OSError as exc:

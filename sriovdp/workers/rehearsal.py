@@ -1,0 +1,258 @@
+"""A plugin worker's life, rehearsed once in the zygote before it forks anything (zygote process).
+
+Why: a forked worker copies every page on which it writes, and CPython 3.11 writes on everything
+a worker touches, even objects it only reads: reference counts, code warm-up counters, caches that
+fill on first use. The rehearsal finds out which code a worker runs, so that
+:mod:`~sriovdp.workers.codelayout` can lay that code out together, and it fills the lazy caches
+once in the zygote instead of once per worker (docs/benchmarks.md, "What a worker copies").
+
+What runs: a real :class:`~sriovdp.workers.plugin.main.Worker` (standalone, no bus) on a simulated
+node of 1 PF x 4 VFs in a private temporary directory, against a kubelet played by a
+:mod:`~sriovdp.workers.grpcwire` server on the same asyncio code the workers use: the worker
+serves, registers, answers GetDevicePluginOptions, ListAndWatch (ended by the caller's deadline,
+as a restarting kubelet ends it), GetPreferredAllocation and Allocate, then stops and removes its
+files. Logging goes through the same handler and formatter types, into ``/dev/null``.
+
+Contract with the zygote: :func:`rehearse` returns the code objects that ran, in the order they
+first ran, and leaves nothing behind: no thread (every thread it started is joined), no open
+descriptor, no file, no logging handler. If it cannot keep that promise it raises
+:class:`RehearsalError`; any failure only costs the memory saving, never a worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import select
+import signal
+import struct
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from types import CodeType, FrameType
+from typing import Any
+
+from sriovdp.shared import libc, simnode
+
+#: the rehearsal is stopped after this long, whatever it is waiting for
+DEADLINE_S = 5.0
+#: how long the rehearsing kubelet reads ListAndWatch before it hangs up
+LIST_AND_WATCH_S = 0.02
+#: code in these files is the rehearsal's own scaffolding, not something a worker runs
+_SCAFFOLDING = (__file__, os.path.dirname(simnode.__file__))
+
+_PLUGIN = "/v1beta1.DevicePlugin/"
+_CHILD = "intel-com_rehearsal"
+
+
+class RehearsalError(RuntimeError):
+    """The rehearsal could not run, or left a thread behind (the zygote must not fork then)."""
+
+
+class _Tracer:
+    """Records each code object the first time a frame runs it (every thread)."""
+
+    def __init__(self) -> None:
+        self.codes: dict[int, CodeType] = {}
+
+    def __call__(self, frame: FrameType, event: str, _arg: Any) -> None:
+        if event == "call":
+            code = frame.f_code
+            if id(code) not in self.codes and not code.co_filename.startswith(_SCAFFOLDING):
+                self.codes[id(code)] = code
+
+    def __enter__(self) -> _Tracer:
+        sys.setprofile(self)
+        threading.setprofile(self)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        sys.setprofile(None)
+        threading.setprofile(None)
+
+
+def rehearse(trace: bool = False) -> list[CodeType]:
+    """Runs the rehearsal; with ``trace``, returns the code objects the worker ran, in first-run
+    order (else an empty list). A traced run is slower and leaves the code unspecialized: CPython
+    3.11 does not quicken code while a profile function is set."""
+    before = set(threading.enumerate())
+    saved_stderr = sys.stderr
+    root_logger = logging.getLogger()
+    saved_handlers, saved_level = list(root_logger.handlers), root_logger.level
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="sriovdp-rehearsal-") as scratch,
+            open(os.devnull, "w") as devnull,
+        ):
+            sys.stderr = devnull
+            tracer = _Tracer()
+            with tracer if trace else contextlib.nullcontext():
+                _run_worker(Path(scratch))
+    except RehearsalError:
+        raise
+    except Exception as exc:
+        raise RehearsalError(f"the rehearsal failed: {exc!r}") from exc
+    finally:
+        sys.stderr = saved_stderr
+        for handler in list(root_logger.handlers):
+            root_logger.removeHandler(handler)
+            handler.close()
+        for handler in saved_handlers:
+            root_logger.addHandler(handler)
+        root_logger.setLevel(saved_level)
+        _join_new_threads(before)
+    return list(tracer.codes.values())
+
+
+def scout(timeout: float = DEADLINE_S + 2.0) -> list[int]:
+    """Rehearses under the tracer in a forked copy of this process; returns the ``id()`` of each
+    code object the worker ran there, in first-run order.
+
+    The copy holds the same objects at the same addresses, so the ids name this process's own code
+    objects, and this process stays untraced: its own rehearsal then warms the code it will share
+    (a traced run would leave it unspecialized). Fork-safe only where fork is (no second thread,
+    no live grpc or zmq state), as in the zygote before its first fork. Raises RehearsalError.
+    """
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # the scout: report, then leave without running any of the parent's cleanup
+        code = 1
+        try:
+            os.close(read_end)
+            libc.set_parent_death_signal(signal.SIGKILL)
+            ids = [id(c) for c in rehearse(trace=True)]
+            payload = struct.pack(f"<{len(ids)}Q", *ids)
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(write_end, view) :]
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    chunks = []
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([read_end], [], [], left)[0]:
+                os.kill(pid, signal.SIGKILL)
+                raise RehearsalError(f"the scout took longer than {timeout:g} s")
+            chunk = os.read(read_end, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(read_end)
+        _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RehearsalError(f"the scout failed ({os.waitstatus_to_exitcode(status)})")
+    data = b"".join(chunks)
+    return list(struct.unpack(f"<{len(data) // 8}Q", data))
+
+
+def _join_new_threads(before: set[threading.Thread]) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    for thread in threading.enumerate():
+        if thread not in before:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    left = [t.name for t in threading.enumerate() if t not in before]
+    if left:
+        raise RehearsalError(f"threads still running after the rehearsal: {', '.join(left)}")
+
+
+def _run_worker(scratch: Path) -> None:
+    """The worker's main() without signal handlers, and the kubelet's side of the conversation."""
+    from sriovdp.proto import api_pb2
+    from sriovdp.shared import logs
+    from sriovdp.shared.config import load_config
+    from sriovdp.workers.grpcwire.client import unary_call
+    from sriovdp.workers.grpcwire.methods import service_methods
+    from sriovdp.workers.grpcwire.server import Server
+    from sriovdp.workers.grpcwire.status import RpcError
+    from sriovdp.workers.plugin import main as plugin_main
+    from sriovdp.workers.plugin.server import EventLoopThread
+
+    simnode.scale_node(scratch / "sys", 1, 4)
+    (scratch / "proc" / "net").mkdir(parents=True)
+    plugins = scratch / "plugins"
+    plugins.mkdir()
+    config_file = scratch / "config.json"
+    pool_config = {"resourceName": "rehearsal", "selectors": {"pfNames": ["scl0"]}}
+    config_file.write_text(json.dumps({"resourceList": [pool_config]}))
+    argv = ["--name", _CHILD, "--config-file", str(config_file)]
+    argv += ["--sysfs-root", str(scratch / "sys"), "--proc-root", str(scratch / "proc")]
+    argv += ["--plugin-dir", str(plugins), "--devinfo-dir", str(scratch / "devinfo")]
+    argv += ["--cdi-dir", str(scratch / "cdi")]
+    args = plugin_main.parse_args(argv)
+    logs.setup(args.name, "info", "text")
+    config = load_config(args.config_file, args.resource_prefix)
+    pool = config.pool(args.name)
+    if pool is None:
+        raise RehearsalError(f"no pool {_CHILD} in the rehearsal's own config")
+    worker = plugin_main.Worker(args, config, pool)
+
+    def stop() -> None:
+        worker.actions.put(("stop",))
+
+    async def play_kubelet(endpoint: str) -> None:
+        path = plugins / endpoint
+        empty = api_pb2.Empty()
+        try:
+            options = _PLUGIN + "GetDevicePluginOptions"
+            await unary_call(path, options, empty, api_pb2.DevicePluginOptions, DEADLINE_S)
+            # the stream never ends by itself: the caller's deadline hangs up on it
+            with contextlib.suppress(RpcError):
+                watch = _PLUGIN + "ListAndWatch"
+                await unary_call(path, watch, empty, api_pb2.ListAndWatchResponse, LIST_AND_WATCH_S)
+            ids = sorted(worker.state.view.devices)
+            preferred = api_pb2.PreferredAllocationRequest(
+                container_requests=[
+                    api_pb2.ContainerPreferredAllocationRequest(
+                        available_deviceIDs=ids, allocation_size=1
+                    )
+                ]
+            )
+            prefer = _PLUGIN + "GetPreferredAllocation"
+            await unary_call(
+                path, prefer, preferred, api_pb2.PreferredAllocationResponse, DEADLINE_S
+            )
+            allocate = api_pb2.AllocateRequest(
+                container_requests=[api_pb2.ContainerAllocateRequest(devices_ids=ids[:1])]
+            )
+            await unary_call(
+                path, _PLUGIN + "Allocate", allocate, api_pb2.AllocateResponse, DEADLINE_S
+            )
+        finally:
+            stop()
+
+    class Kubelet:
+        """The Registration service: each Register starts the kubelet's calls back."""
+
+        def __init__(self) -> None:
+            self.calls: set[asyncio.Task[None]] = set()
+
+        async def Register(self, request: Any, _context: Any) -> Any:
+            task = asyncio.get_running_loop().create_task(play_kubelet(request.endpoint))
+            self.calls.add(task)
+            task.add_done_callback(self.calls.discard)
+            return api_pb2.Empty()
+
+    async def serve(kubelet: Kubelet) -> Server:
+        service = api_pb2.DESCRIPTOR.services_by_name["Registration"]
+        server = Server(service_methods(service, kubelet))
+        await server.start(plugins / "kubelet.sock")
+        asyncio.get_running_loop().call_later(DEADLINE_S, stop)
+        return server
+
+    loop = EventLoopThread(name="rehearsal-kubelet")
+    try:
+        server = loop.call(serve(Kubelet()))
+        worker.run()
+        loop.call(server.stop(grace=0))
+    finally:
+        loop.stop(timeout=DEADLINE_S)

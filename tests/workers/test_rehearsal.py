@@ -1,0 +1,123 @@
+"""sriovdp.workers.rehearsal: a real plugin worker rehearsed in this process and in a forked scout,
+leaving nothing behind; and the zygote's handling of a rehearsal that fails or leaves a thread."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from sriovdp.workers import codelayout, rehearsal, zygote
+from sriovdp.workers.plugin import main as plugin_main
+
+
+def _open_fds() -> set[int]:
+    return {int(fd) for fd in os.listdir("/proc/self/fd")}
+
+
+def _our_scratch_dirs() -> set[str]:
+    return {p for p in os.listdir(tempfile.gettempdir()) if p.startswith("sriovdp-rehearsal-")}
+
+
+def test_an_untraced_rehearsal_leaves_no_thread_fd_file_or_log_handler() -> None:
+    root = logging.getLogger()
+    handlers, stderr = list(root.handlers), sys.stderr
+    threads, fds, dirs = set(threading.enumerate()), _open_fds(), _our_scratch_dirs()
+
+    assert rehearsal.rehearse() == []
+
+    assert set(threading.enumerate()) == threads
+    assert _open_fds() == fds
+    assert _our_scratch_dirs() == dirs
+    assert root.handlers == handlers and sys.stderr is stderr
+
+
+def test_a_traced_rehearsal_sees_the_worker_serve_register_and_allocate() -> None:
+    codes = rehearsal.rehearse(trace=True)
+
+    names = {c.co_qualname for c in codes}
+    assert {"Worker.run", "Worker.serve", "Worker.shutdown"} <= names
+    assert {"DevicePluginServicer.Allocate", "DevicePluginServicer.ListAndWatch"} <= names
+    assert "unary_call" in names  # the registrar's call to the kubelet
+    # the scaffolding (the simulated node, the rehearsing kubelet) is no worker's code
+    assert not any(c.co_filename in (rehearsal.__file__,) for c in codes)
+    assert not any("simnode" in c.co_filename for c in codes)
+
+
+def test_the_scout_names_code_objects_of_this_process() -> None:
+    threads = set(threading.enumerate())
+
+    ids = rehearsal.scout()
+
+    found = codelayout.code_objects(ids)
+    assert plugin_main.Worker.run.__code__ in found
+    assert len(found) > 300  # the worker runs several hundred functions
+    assert set(threading.enumerate()) == threads
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # the scout is reaped
+
+
+def test_a_failing_scout_is_a_rehearsal_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(_scratch: Path) -> None:
+        raise OSError("no sysfs here")
+
+    monkeypatch.setattr(rehearsal, "_run_worker", broken)
+
+    with pytest.raises(rehearsal.RehearsalError, match="the scout failed"):
+        rehearsal.scout()
+
+
+def test_the_zygote_preloads_without_the_saving_when_the_rehearsal_fails(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(_scratch: Path) -> None:
+        raise OSError("no sysfs here")
+
+    monkeypatch.setattr(rehearsal, "_run_worker", broken)
+    monkeypatch.setattr(zygote.gc, "freeze", lambda: None)  # keep this test process collectable
+    code = plugin_main.Worker.run.__code__
+
+    with caplog.at_level(logging.WARNING, logger=zygote.__name__):
+        assert zygote.preload(modules=()) == []
+
+    assert "worker code not laid out" in caplog.text and "no sysfs here" in caplog.text
+    assert plugin_main.Worker.run.__code__ is code
+
+
+def test_a_rehearsal_that_leaves_a_thread_stops_the_zygote_from_forking(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    release = threading.Event()
+
+    def leaves_a_thread(_scratch: Path) -> None:
+        threading.Thread(target=release.wait, name="left-behind", daemon=True).start()
+
+    monkeypatch.setattr(rehearsal, "_run_worker", leaves_a_thread)
+    monkeypatch.setattr(rehearsal, "DEADLINE_S", 0.2)
+    monkeypatch.setattr(zygote.gc, "freeze", lambda: None)
+    try:
+        with pytest.raises(zygote.ThreadsLeftError, match="left-behind"):
+            zygote.preload(modules=())
+    finally:
+        release.set()
+
+
+def test_the_zygote_restarts_itself_without_the_rehearsal(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[str]] = []
+
+    def execv(path: str, argv: list[str]) -> None:
+        calls.append([path, *argv])
+        raise SystemExit(0)
+
+    monkeypatch.setattr(zygote.os, "execv", execv)
+    with pytest.raises(SystemExit):
+        zygote.restart_without_rehearsal(["--parent", "1", "--requests", "5", "--reports", "6"])
+
+    fresh = [sys.executable, "-m", "sriovdp.workers", "zygote"]
+    given = ["--parent", "1", "--requests", "5", "--reports", "6"]
+    assert calls == [[sys.executable, *fresh, *given, "--no-rehearsal"]]
