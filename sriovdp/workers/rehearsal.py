@@ -26,6 +26,7 @@ import contextlib
 import json
 import logging
 import os
+import queue
 import select
 import signal
 import struct
@@ -35,18 +36,27 @@ import threading
 import time
 from pathlib import Path
 from types import CodeType, FrameType
-from typing import Any
+from typing import Any, NoReturn
 
-from sriovdp.shared import libc, simnode
+from sriovdp.shared import simnode
+from sriovdp.shared.messages import KubeletSocketState, LinkState, Message
 
 #: the rehearsal is stopped after this long, whatever it is waiting for
 DEADLINE_S = 5.0
 #: how long the rehearsing kubelet reads ListAndWatch before it hangs up
 LIST_AND_WATCH_S = 0.02
 #: code in these files is the rehearsal's own scaffolding, not something a worker runs
-_SCAFFOLDING = (__file__, os.path.dirname(simnode.__file__))
+_SCAFFOLDING = (
+    __file__,
+    os.path.dirname(simnode.__file__),
+    os.path.join(os.path.dirname(os.path.dirname(__file__)), "supervisor"),  # the broker
+)
 
 _PLUGIN = "/v1beta1.DevicePlugin/"
+_WORKERS_ENTRY = "sriovdp.workers.__main__"
+#: the simulated node: one PF (scale_node's first, netdev scl0) with this many VFs
+_PF = "0000:01:00.0"
+_VFS = 4
 _CHILD = "intel-com_rehearsal"
 
 
@@ -77,9 +87,17 @@ class _Tracer:
 
 
 def rehearse(trace: bool = False) -> list[CodeType]:
-    """Runs the rehearsal; with ``trace``, returns the code objects the worker ran, in first-run
-    order (else an empty list). A traced run is slower and leaves the code unspecialized: CPython
-    3.11 does not quicken code while a profile function is set."""
+    """Runs the rehearsal in this process; with ``trace``, returns the code objects the worker
+    ran, in first-run order (else an empty list). A traced run leaves the code unspecialized:
+    CPython 3.11 does not quicken code while a profile function is set."""
+    tracer = _Tracer()
+    with tracer if trace else contextlib.nullcontext():
+        _rehearsal(scout=False)
+    return list(tracer.codes.values())
+
+
+def _rehearsal(scout: bool) -> None:
+    """A worker's life in a private temp dir, logging into /dev/null; leaves nothing behind."""
     before = set(threading.enumerate())
     saved_stderr = sys.stderr
     root_logger = logging.getLogger()
@@ -90,9 +108,7 @@ def rehearse(trace: bool = False) -> list[CodeType]:
             open(os.devnull, "w") as devnull,
         ):
             sys.stderr = devnull
-            tracer = _Tracer()
-            with tracer if trace else contextlib.nullcontext():
-                _run_worker(Path(scratch))
+            _run_worker(Path(scratch), scout)
     except RehearsalError:
         raise
     except Exception as exc:
@@ -106,33 +122,27 @@ def rehearse(trace: bool = False) -> list[CodeType]:
             root_logger.addHandler(handler)
         root_logger.setLevel(saved_level)
         _join_new_threads(before)
-    return list(tracer.codes.values())
 
 
 def scout(timeout: float = DEADLINE_S + 2.0) -> list[int]:
     """Rehearses under the tracer in a forked copy of this process; returns the ``id()`` of each
-    code object the worker ran there, in first-run order.
+    code object that ran there, in first-run order.
 
-    The copy holds the same objects at the same addresses, so the ids name this process's own code
-    objects, and this process stays untraced: its own rehearsal then warms the code it will share
-    (a traced run would leave it unspecialized). Fork-safe only where fork is (no second thread,
-    no live grpc or zmq state), as in the zygote before its first fork. Raises RehearsalError.
+    The copy starts the way the zygote starts a worker, traced from the fork on (the fork's own
+    handlers, :func:`~sriovdp.workers.zygote.prepare_child`, the worker's ``main``), and its
+    worker runs on a bus: a real broker tells it its link went down and up. The copy holds the
+    same objects at the same addresses, so the ids name this process's code objects, and this
+    process stays untraced (its own rehearsal then leaves its code specialized). Fork-safe only
+    where fork is (no second thread, no live grpc or zmq state), as in the zygote before its
+    first fork. Raises RehearsalError.
     """
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:  # the scout: report, then leave without running any of the parent's cleanup
-        code = 1
-        try:
-            os.close(read_end)
-            libc.set_parent_death_signal(signal.SIGKILL)
-            ids = [id(c) for c in rehearse(trace=True)]
-            payload = struct.pack(f"<{len(ids)}Q", *ids)
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(write_end, view) :]
-            code = 0
-        finally:
-            os._exit(code)
+    parent = os.getpid()
+    tracer = _Tracer()
+    with tracer:  # the child inherits the profile function with the rest of this thread's state
+        pid = os.fork()
+        if pid == 0:
+            _scout(tracer, parent, read_end, write_end)  # never returns
     os.close(write_end)
     chunks = []
     deadline = time.monotonic() + timeout
@@ -155,6 +165,26 @@ def scout(timeout: float = DEADLINE_S + 2.0) -> list[int]:
     return list(struct.unpack(f"<{len(data) // 8}Q", data))
 
 
+def _scout(tracer: _Tracer, parent: int, read_end: int, write_end: int) -> NoReturn:
+    """The scout's whole life: report the ids, then leave without the parent's cleanup."""
+    from sriovdp.workers import zygote
+
+    code = 1
+    try:
+        os.close(read_end)
+        zygote.prepare_child("rehearsal", parent, ())
+        _rehearsal(scout=True)
+        sys.setprofile(None)
+        threading.setprofile(None)
+        ids = list(tracer.codes)
+        view = memoryview(struct.pack(f"<{len(ids)}Q", *ids))
+        while view:
+            view = view[os.write(write_end, view) :]
+        code = 0
+    finally:
+        os._exit(code)
+
+
 def _join_new_threads(before: set[threading.Thread]) -> None:
     deadline = time.monotonic() + DEADLINE_S
     for thread in threading.enumerate():
@@ -165,8 +195,65 @@ def _join_new_threads(before: set[threading.Thread]) -> None:
         raise RehearsalError(f"threads still running after the rehearsal: {', '.join(left)}")
 
 
-def _run_worker(scratch: Path) -> None:
-    """The worker's main() without signal handlers, and the kubelet's side of the conversation."""
+class _Broker:
+    """The supervisor's broker on the rehearsal's run dir, polled by a thread of its own; other
+    threads publish through :meth:`send` (a ZeroMQ socket belongs to one thread)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        import zmq
+
+        from sriovdp.supervisor.broker import Broker
+
+        run_dir.mkdir(mode=0o700)
+        self.run_dir = run_dir
+        self._ctx = zmq.Context(io_threads=1)
+        self._broker = Broker(self._ctx, run_dir, src="rehearsal")
+        self._outbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        self._stopping = False
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._thread = threading.Thread(target=self._run, name="rehearsal-broker", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import zmq
+
+        poller = zmq.Poller()
+        for sock in (self._broker.pull, self._broker.xpub):
+            poller.register(sock, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        while not self._stopping:
+            ready = dict(poller.poll())
+            if self._wake_r in ready:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_r, 512)
+            while not self._outbox.empty():
+                self._broker.publish(self._outbox.get())
+            if self._broker.pull in ready:
+                self._broker.handle_pull()
+            if self._broker.xpub in ready:
+                self._broker.handle_xpub()
+
+    def send(self, message: Message) -> None:
+        self._outbox.put(message)
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"x")
+
+    def close(self) -> None:
+        self._stopping = True
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"x")
+        self._thread.join(DEADLINE_S)
+        if not self._thread.is_alive():
+            self._broker.close()
+            self._ctx.term()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+
+def _run_worker(scratch: Path, scout: bool) -> None:
+    """A worker and the kubelet's side of the conversation. In this process: a ``Worker`` built
+    as ``main`` builds it, stopped through its action queue. In the scout: the worker's real
+    ``main`` (signal handlers and all) on a bus, stopped with SIGTERM as the supervisor stops it."""
     from sriovdp.proto import api_pb2
     from sriovdp.shared import logs
     from sriovdp.shared.config import load_config
@@ -177,7 +264,7 @@ def _run_worker(scratch: Path) -> None:
     from sriovdp.workers.plugin import main as plugin_main
     from sriovdp.workers.plugin.server import EventLoopThread
 
-    simnode.scale_node(scratch / "sys", 1, 4)
+    simnode.scale_node(scratch / "sys", 1, _VFS)
     (scratch / "proc" / "net").mkdir(parents=True)
     plugins = scratch / "plugins"
     plugins.mkdir()
@@ -188,16 +275,31 @@ def _run_worker(scratch: Path) -> None:
     argv += ["--sysfs-root", str(scratch / "sys"), "--proc-root", str(scratch / "proc")]
     argv += ["--plugin-dir", str(plugins), "--devinfo-dir", str(scratch / "devinfo")]
     argv += ["--cdi-dir", str(scratch / "cdi")]
-    args = plugin_main.parse_args(argv)
-    logs.setup(args.name, "info", "text")
-    config = load_config(args.config_file, args.resource_prefix)
-    pool = config.pool(args.name)
-    if pool is None:
-        raise RehearsalError(f"no pool {_CHILD} in the rehearsal's own config")
-    worker = plugin_main.Worker(args, config, pool)
+    broker = _Broker(scratch / "run") if scout else None
+    if broker is not None:
+        argv += ["--run-dir", str(broker.run_dir), "--heartbeat-interval", "0.02"]
+        broker.send(_link("UP"))  # retained: the worker serves as soon as it subscribes
+        from sriovdp.workers import zygote
 
-    def stop() -> None:
-        worker.actions.put(("stop",))
+        def stop() -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        def run() -> int:
+            return zygote.run_entry(_WORKERS_ENTRY, ["plugin", *argv])
+
+    else:
+        args = plugin_main.parse_args(argv)
+        logs.setup(args.name, "info", "text")
+        config = load_config(args.config_file, args.resource_prefix)
+        pool = config.pool(args.name)
+        if pool is None:
+            raise RehearsalError(f"no pool {_CHILD} in the rehearsal's own config")
+        worker = plugin_main.Worker(args, config, pool)
+
+        def stop() -> None:
+            worker.actions.put(("stop",))
+
+        run = worker.run
 
     async def play_kubelet(endpoint: str) -> None:
         path = plugins / endpoint
@@ -209,7 +311,11 @@ def _run_worker(scratch: Path) -> None:
             with contextlib.suppress(RpcError):
                 watch = _PLUGIN + "ListAndWatch"
                 await unary_call(path, watch, empty, api_pb2.ListAndWatchResponse, LIST_AND_WATCH_S)
-            ids = sorted(worker.state.view.devices)
+            if broker is not None:  # a link flap, then a kubelet restart, as the bus reports them
+                for message in (_link("DOWN"), _link("UP"), _kubelet(plugins)):
+                    broker.send(message)
+                    await asyncio.sleep(0.02)
+            ids = [simnode.vf_address(_PF, i) for i in range(_VFS)]
             preferred = api_pb2.PreferredAllocationRequest(
                 container_requests=[
                     api_pb2.ContainerPreferredAllocationRequest(
@@ -252,7 +358,19 @@ def _run_worker(scratch: Path) -> None:
     loop = EventLoopThread(name="rehearsal-kubelet")
     try:
         server = loop.call(serve(Kubelet()))
-        worker.run()
+        run()
         loop.call(server.stop(grace=0))
     finally:
         loop.stop(timeout=DEADLINE_S)
+        if broker is not None:
+            broker.close()
+
+
+def _link(operstate: str) -> LinkState:
+    up = operstate == "UP"
+    return LinkState(ifname="scl0", ifindex=2, operstate=operstate, carrier=up, present=True)
+
+
+def _kubelet(plugins: Path) -> KubeletSocketState:
+    inode = (plugins / "kubelet.sock").stat().st_ino
+    return KubeletSocketState(present=True, inode=inode, generation=2)

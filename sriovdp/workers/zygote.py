@@ -113,6 +113,20 @@ def run_entry(entry: str, argv: Sequence[str]) -> int:
         return 1
 
 
+def prepare_child(name: str, zygote_pid: int, close: Sequence[int]) -> None:
+    """The first steps of every forked child: default signal handling, the zygote's descriptors
+    in ``close`` closed, SIGTERM when the zygote exits, named ``sdp-<name>`` in ``ps``."""
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for fd in close:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    die_with_parent(signal.SIGTERM, expected_parent=zygote_pid)
+    libc.set_thread_name(f"sdp-{name}")
+
+
 class Zygote:
     """The zygote's loop: read requests, fork, reap, report. Single-threaded by construction."""
 
@@ -197,15 +211,8 @@ class Zygote:
     def _become_child(self, zygote_pid: int, name: str, entry: str, argv: list[str]) -> None:
         code = 1
         try:
-            signal.set_wakeup_fd(-1)
-            for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
-                signal.signal(sig, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            for fd in (self.requests_fd, self.reports_fd, self._wake_r, self._wake_w):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            die_with_parent(signal.SIGTERM, expected_parent=zygote_pid)
-            libc.set_thread_name(f"sdp-{name}")
+            fds = (self.requests_fd, self.reports_fd, self._wake_r, self._wake_w)
+            prepare_child(name, zygote_pid, fds)
             code = run_entry(entry, argv)
         finally:
             with contextlib.suppress(Exception):

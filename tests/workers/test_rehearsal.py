@@ -3,6 +3,7 @@ leaving nothing behind; and the zygote's handling of a rehearsal that fails or l
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -63,7 +64,7 @@ def test_the_scout_names_code_objects_of_this_process() -> None:
 
 
 def test_a_failing_scout_is_a_rehearsal_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(_scratch: Path) -> None:
+    def broken(_scratch: Path, _scout: bool) -> None:
         raise OSError("no sysfs here")
 
     monkeypatch.setattr(rehearsal, "_run_worker", broken)
@@ -75,7 +76,7 @@ def test_a_failing_scout_is_a_rehearsal_error(monkeypatch: pytest.MonkeyPatch) -
 def test_the_zygote_preloads_without_the_saving_when_the_rehearsal_fails(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken(_scratch: Path) -> None:
+    def broken(_scratch: Path, _scout: bool) -> None:
         raise OSError("no sysfs here")
 
     monkeypatch.setattr(rehearsal, "_run_worker", broken)
@@ -93,9 +94,10 @@ def test_a_rehearsal_that_leaves_a_thread_stops_the_zygote_from_forking(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     release = threading.Event()
+    left = threading.Thread(target=release.wait, name="left-behind", daemon=True)
 
-    def leaves_a_thread(_scratch: Path) -> None:
-        threading.Thread(target=release.wait, name="left-behind", daemon=True).start()
+    def leaves_a_thread(_scratch: Path, _scout: bool) -> None:
+        left.start()
 
     monkeypatch.setattr(rehearsal, "_run_worker", leaves_a_thread)
     monkeypatch.setattr(rehearsal, "DEADLINE_S", 0.2)
@@ -105,6 +107,7 @@ def test_a_rehearsal_that_leaves_a_thread_stops_the_zygote_from_forking(
             zygote.preload(modules=())
     finally:
         release.set()
+        left.join()
 
 
 def test_the_zygote_restarts_itself_without_the_rehearsal(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -121,3 +124,15 @@ def test_the_zygote_restarts_itself_without_the_rehearsal(monkeypatch: pytest.Mo
     fresh = [sys.executable, "-m", "sriovdp.workers", "zygote"]
     given = ["--parent", "1", "--requests", "5", "--reports", "6"]
     assert calls == [[sys.executable, *fresh, *given, "--no-rehearsal"]]
+
+
+def test_the_scout_starts_like_a_forked_worker_and_runs_it_on_a_bus() -> None:
+    # ids name code that exists here before the fork: the zygote has every worker module loaded
+    importlib.import_module("sriovdp.workers.plugin.bus_link")
+
+    names = {c.co_qualname for c in codelayout.code_objects(rehearsal.scout())}
+
+    assert {"prepare_child", "run_entry", "main"} <= names  # the zygote's way into a worker
+    assert "_after_fork" in names  # threading's at-fork handler: traced from the fork on
+    assert {"BusLink._run", "BusLink.handle", "PoolState.apply_link", "Worker.on_kubelet"} <= names
+    assert {"Worker.shutdown", "DevicePluginServicer.Allocate"} <= names  # SIGTERM stopped it
