@@ -124,45 +124,62 @@ def _rehearsal(scout: bool) -> None:
         _join_new_threads(before)
 
 
-def scout(timeout: float = DEADLINE_S + 2.0) -> list[int]:
-    """Rehearses under the tracer in a forked copy of this process; returns the ``id()`` of each
-    code object that ran there, in first-run order.
+class Scout:
+    """A rehearsal under the tracer in a forked copy of this process, which reports the ``id()``
+    of each code object that ran there, in first-run order.
 
     The copy starts the way the zygote starts a worker, traced from the fork on (the fork's own
     handlers, :func:`~sriovdp.workers.zygote.prepare_child`, the worker's ``main``), and its
     worker runs on a bus: a real broker tells it its link went down and up. The copy holds the
     same objects at the same addresses, so the ids name this process's code objects, and this
-    process stays untraced (its own rehearsal then leaves its code specialized). Fork-safe only
-    where fork is (no second thread, no live grpc or zmq state), as in the zygote before its
-    first fork. Raises RehearsalError.
+    process stays untraced (its own rehearsal, which may run meanwhile, leaves its code
+    specialized). Fork-safe only where fork is (no second thread, no live grpc or zmq state), as
+    in the zygote before its first fork.
     """
-    read_end, write_end = os.pipe2(os.O_CLOEXEC)
-    parent = os.getpid()
-    tracer = _Tracer()
-    with tracer:  # the child inherits the profile function with the rest of this thread's state
-        pid = os.fork()
-        if pid == 0:
-            _scout(tracer, parent, read_end, write_end)  # never returns
-    os.close(write_end)
-    chunks = []
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([read_end], [], [], left)[0]:
-                os.kill(pid, signal.SIGKILL)
-                raise RehearsalError(f"the scout took longer than {timeout:g} s")
-            chunk = os.read(read_end, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(read_end)
-        _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RehearsalError(f"the scout failed ({os.waitstatus_to_exitcode(status)})")
-    data = b"".join(chunks)
-    return list(struct.unpack(f"<{len(data) // 8}Q", data))
+
+    def __init__(self) -> None:
+        self._read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        parent = os.getpid()
+        tracer = _Tracer()
+        with tracer:  # the child inherits the profile function with the rest of this thread
+            self.pid = os.fork()
+            if self.pid == 0:
+                _scout(tracer, parent, self._read_end, write_end)  # never returns
+        os.close(write_end)
+
+    def cancel(self) -> None:
+        """Kills and reaps the scout (its report is not needed any more)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        os.close(self._read_end)
+        os.waitpid(self.pid, 0)
+
+    def ids(self, timeout: float = DEADLINE_S + 2.0) -> list[int]:
+        """Waits for the scout's report (and reaps it); raises RehearsalError if it failed."""
+        chunks = []
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([self._read_end], [], [], left)[0]:
+                    os.kill(self.pid, signal.SIGKILL)
+                    raise RehearsalError(f"the scout took longer than {timeout:g} s")
+                chunk = os.read(self._read_end, 65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            os.close(self._read_end)
+            _, status = os.waitpid(self.pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RehearsalError(f"the scout failed ({os.waitstatus_to_exitcode(status)})")
+        data = b"".join(chunks)
+        return list(struct.unpack(f"<{len(data) // 8}Q", data))
+
+
+def scout() -> list[int]:
+    """:class:`Scout` started and waited for."""
+    return Scout().ids()
 
 
 def _scout(tracer: _Tracer, parent: int, read_end: int, write_end: int) -> NoReturn:

@@ -258,13 +258,19 @@ def preload(modules: Sequence[str] = PRELOAD, rehearse: bool = True) -> list[str
 
 
 def _rehearse() -> list[int]:
-    """The rehearsal here, then the scout's; returns the ids of the code a worker ran ([] when
-    either failed: that only costs the saving). Raises ThreadsLeftError if a thread is left."""
+    """The scout's rehearsal, and meanwhile this process's own; returns the ids of the code a
+    worker ran ([] when either failed: that only costs the saving). Raises ThreadsLeftError if a
+    thread is left behind here."""
     from sriovdp.workers import rehearsal
 
     try:
-        rehearsal.rehearse()
-        return rehearsal.scout()
+        scout = rehearsal.Scout()  # first: it must fork while this process has one thread
+        try:
+            rehearsal.rehearse()
+        except rehearsal.RehearsalError:
+            scout.cancel()
+            raise
+        return scout.ids()
     except rehearsal.RehearsalError as exc:
         if threading.active_count() > 1:
             raise ThreadsLeftError(str(exc)) from exc
