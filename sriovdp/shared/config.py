@@ -32,7 +32,6 @@ Every problem is collected and reported at once in one :class:`ConfigError`, one
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -157,6 +156,8 @@ def _kind(value: Any) -> str:
 
 def _did_you_mean(word: str, choices: Iterable[str]) -> str:
     choices = list(choices)
+    import difflib  # only when a config has a typo: 0.2 MB the supervisor would carry for good
+
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     if not close:
         lowered = {c.lower(): c for c in choices}
