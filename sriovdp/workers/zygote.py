@@ -3,10 +3,12 @@ moments of every child it or the exec spawner starts).
 
 Role ``zygote`` (``python -m sriovdp.workers zygote --parent PID --requests FD --reports FD``):
 started by the supervisor with ``posix_spawn``, it imports protobuf, h2, asyncio, pyzmq, msgpack and
-the worker modules, creates none of their objects (no context, no event loop, no server, no
-thread), and then forks one worker per request. Forked children share the preloaded pages
-copy-on-write, which is the whole point: a pool costs a few MB instead of a fresh interpreter. It
-never imports grpc: plugin workers speak gRPC with ``sriovdp.workers.grpcwire`` (pure Python on h2).
+the worker modules, rehearses a plugin worker and lays out the code it runs (:func:`preload`),
+keeps none of their objects alive (no ZeroMQ context, event loop, server or thread: the rehearsal
+joins what it started), and then forks one worker per request. Forked children share the
+preloaded pages copy-on-write, which is the whole point: a pool costs a few MB instead of a fresh
+interpreter. It never imports grpc: plugin workers speak gRPC with ``sriovdp.workers.grpcwire``
+(pure Python on h2).
 
 Protocol, one msgpack map per frame on two pipes:
 
@@ -228,11 +230,12 @@ class ThreadsLeftError(RuntimeError):
 def preload(modules: Sequence[str] = PRELOAD, rehearse: bool = True) -> list[str]:
     """Imports what children will need; returns the names that could not be imported.
 
-    With ``rehearse``, then rehearses a plugin worker here (its lazy caches filled once for every
-    child), has a forked scout find which code the worker runs, and lays that code out together
-    (:mod:`~sriovdp.workers.rehearsal`, :mod:`~sriovdp.workers.codelayout`). The order is
-    measured, not incidental: the copies must be the last allocations before ``gc.freeze()``; a
-    rehearsal or a full collection after them gave back most of the saving (docs/benchmarks.md).
+    With ``rehearse``, then has a forked scout find which code a worker runs while this process
+    rehearses a plugin worker itself (its lazy caches filled once for every child), and lays that
+    code out together (:mod:`~sriovdp.workers.rehearsal`, :mod:`~sriovdp.workers.codelayout`).
+    The order is measured, not incidental: the copies must be the last allocations before
+    ``gc.freeze()``; a rehearsal or a full collection after them gave back more than the layout
+    saved (docs/benchmarks.md, "Laying out the code a worker runs").
     """
     limit_malloc_arenas()
     missing = []

@@ -11,27 +11,9 @@ import time
 import pytest
 
 from sriovdp.shared import libc
+from tests.harness.forked import in_child
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="prctl and glibc malloc: Linux")
-
-
-def _in_child(body: str) -> tuple[int, str]:
-    """Forks; the child runs ``body`` (a function of this module) and writes what it returns."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: no pytest machinery from here on
-        code = 1
-        try:
-            os.close(r)
-            os.write(w, globals()[body]().encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
-    with os.fdopen(r) as f:
-        out = f.read()
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), out
 
 
 def _name_without_lookup() -> str:
@@ -46,7 +28,7 @@ def _name_without_lookup() -> str:
 
 
 def test_thread_name_is_set_in_a_forked_child_without_a_new_lookup() -> None:
-    code, out = _in_child("_name_without_lookup")
+    code, out = in_child(_name_without_lookup)
     assert code == 0
     assert out == "True sdp-test-name-l"  # the kernel keeps 15 bytes
 
@@ -65,7 +47,7 @@ def _death_signal() -> str:
 
 
 def test_parent_death_signal_ends_the_grandchild_with_its_parent() -> None:
-    code, out = _in_child("_death_signal")
+    code, out = in_child(_death_signal)
     assert code == 0
     grandchild = int(out)
     deadline = time.monotonic() + 5

@@ -12,6 +12,7 @@ import pytest
 from sriovdp.shared import sysfs
 from sriovdp.shared.model import PciFunction
 from sriovdp.shared.simnode import FakeSysfs, demo_node, scale_node, vf_address
+from tests.harness.forked import in_child
 
 
 def by_address(root: Path) -> dict[str, PciFunction]:
@@ -228,25 +229,15 @@ def test_missing_virtfn_link_is_a_warning(demo: FakeSysfs) -> None:
 
 def _warnings_as_nobody(root: Path, addresses: list[str]) -> list[str]:
     """Reads the tree in a forked child that dropped to uid/gid 65534 (root ignores DAC modes)."""
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: no exec needed, the modules are already loaded
-        code = 1
-        try:
-            os.close(rfd)
-            os.setgid(65534)
-            os.setuid(65534)
-            fns = {f.address: f for f in sysfs.read_functions(root)}
-            lines = ["|".join(fns[a].warnings) for a in addresses]
-            os.write(wfd, "\n".join(lines).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(wfd)
-    with os.fdopen(rfd) as f:
-        out = f.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+
+    def as_nobody() -> str:
+        os.setgid(65534)
+        os.setuid(65534)
+        fns = {f.address: f for f in sysfs.read_functions(root)}
+        return "\n".join("|".join(fns[a].warnings) for a in addresses)
+
+    code, out = in_child(as_nobody)
+    assert code == 0
     return out.split("\n")
 
 
