@@ -42,7 +42,7 @@ from sriovdp.shared import simnode
 from sriovdp.shared.messages import KubeletSocketState, LinkState, Message
 
 #: the rehearsal is stopped after this long, whatever it is waiting for
-DEADLINE_S = 5.0
+DEADLINE_S = 2.0
 #: how long the rehearsing kubelet reads ListAndWatch before it hangs up
 LIST_AND_WATCH_S = 0.02
 #: code in these files is the rehearsal's own scaffolding, not something a worker runs
