@@ -6,17 +6,22 @@ fill on first use. The rehearsal finds out which code a worker runs, so that
 :mod:`~sriovdp.workers.codelayout` can lay that code out together, and it fills the lazy caches
 once in the zygote instead of once per worker (docs/benchmarks.md, "What a worker copies").
 
-What runs: a real :class:`~sriovdp.workers.plugin.main.Worker` (standalone, no bus) on a simulated
-node of 1 PF x 4 VFs in a private temporary directory, against a kubelet played by a
-:mod:`~sriovdp.workers.grpcwire` server on the same asyncio code the workers use: the worker
-serves, registers, answers GetDevicePluginOptions, ListAndWatch (ended by the caller's deadline,
-as a restarting kubelet ends it), GetPreferredAllocation and Allocate, then stops and removes its
-files. Logging goes through the same handler and formatter types, into ``/dev/null``.
+What runs: a plugin worker on a simulated node of 1 PF x 4 VFs in a private temporary directory,
+against a kubelet played by a :mod:`~sriovdp.workers.grpcwire` server on the same asyncio code
+the workers use: the worker serves, registers, answers GetDevicePluginOptions, ListAndWatch
+(ended by the caller's deadline, as a restarting kubelet ends it), GetPreferredAllocation and
+Allocate, then stops and removes its files. Logging goes through the same handler and formatter
+types, into ``/dev/null``. Two ways:
 
-Contract with the zygote: :func:`rehearse` returns the code objects that ran, in the order they
-first ran, and leaves nothing behind: no thread (every thread it started is joined), no open
-descriptor, no file, no logging handler. If it cannot keep that promise it raises
-:class:`RehearsalError`; any failure only costs the memory saving, never a worker.
+- :func:`rehearse`, in this process (the zygote): a ``Worker`` built as ``main`` builds it, no
+  bus, stopped through its action queue. It leaves nothing behind: every thread it started is
+  joined, no descriptor, file or logging handler remains; otherwise :class:`RehearsalError`.
+- :class:`Scout`, in a forked copy, under a profile function from the fork on: started the way
+  the zygote starts a worker, the worker's real ``main`` on a bus (a real broker in the copy:
+  a link flap, a kubelet state), stopped with SIGTERM. It reports the ids of the code objects
+  that ran, which are this process's objects too.
+
+Any failure only costs the memory saving, never a worker.
 """
 
 from __future__ import annotations
