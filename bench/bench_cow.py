@@ -12,6 +12,9 @@ worker's writable anonymous pages with the zygote's, page by page, through
   usual reference-count write) or ``more``;
 - ``own``: present in the worker only (its own allocations in fresh pages).
 
+Every copied page is also counted under the type of each object written on it (the nearest
+object header before each changed word; ``?`` for free blocks and allocator bookkeeping).
+
 For the pages with 1-3 differing words, each differing word is classified by what it most likely
 is: the reference count of an object whose type is readable right after it (``refcount <type>``),
 a code object's warm-up counter (CPython 3.11 counts a function's first calls in the code object),
@@ -107,6 +110,7 @@ def classify(child_pid: int, zygote_pid: int) -> dict[str, Any]:
     pages: collections.Counter[str] = collections.Counter()
     light: collections.Counter[str] = collections.Counter()
     pending: list[tuple[int, int, int]] = []  # (old word, new word, next old word) per change
+    owners: collections.Counter[str] = collections.Counter()  # pages per type of object written
     zygote_maps = writable_anon_maps(zygote_pid)
     zygote_frames = {(s, e): frames(zygote_pid, s, e) for s, e, _ in zygote_maps}
 
@@ -136,6 +140,8 @@ def classify(child_pid: int, zygote_pid: int) -> dict[str, Any]:
                     pages["copied, unreadable"] += 1
                     continue
                 changed = [j for j in range(WORDS) if new[j] != old[j]]
+                for owner in {_owner(zmem, old, j) for j in changed}:
+                    owners[owner] += 1
                 if not changed:
                     pages["copied, identical"] += 1
                 elif len(changed) <= 3:
@@ -155,7 +161,24 @@ def classify(child_pid: int, zygote_pid: int) -> dict[str, Any]:
     finally:
         zmem.close()
         cmem.close()
-    return {"pages_kb": {k: v * 4 for k, v in pages.items()}, "light_words": dict(light)}
+    return {
+        "pages_kb": {k: v * 4 for k, v in pages.items()},
+        "light_words": dict(light),
+        "pages_by_owner": dict(owners),
+    }
+
+
+def _owner(mem: Memory, words: tuple[int, ...], j: int) -> str:
+    """The type of the object word ``j`` of a page belongs to: the nearest object header at or
+    before it (a reference count below 2**32 followed by a pointer to a readable type object),
+    at most 80 words back; ``?`` when there is none (free blocks, allocator bookkeeping, the
+    middle of a large object)."""
+    for k in range(j, max(-1, j - 80), -1):
+        if k + 1 < WORDS and 0 < words[k] < 1 << 32 and words[k + 1] > 1 << 40:
+            name = mem.type_name(words[k + 1])
+            if name:
+                return name
+    return "?"
 
 
 def run(pfs: int, vfs: int, settle_s: float) -> dict[str, Any]:
@@ -197,6 +220,9 @@ def main() -> int:
     print(f"  Private_Dirty {result['worker_private_dirty_kb']} kB")
     for kind, kb in sorted(result["pages_kb"].items()):
         print(f"  {kind:22} {kb:7} kB")
+    print("  copied pages by the type of object written on them (a page may count twice):")
+    for kind, n in sorted(result["pages_by_owner"].items(), key=lambda kv: -kv[1])[:10]:
+        print(f"    {kind:30} {n:6}")
     print("  words changed on the 1-3-word pages:")
     for kind, n in sorted(result["light_words"].items(), key=lambda kv: -kv[1])[:12]:
         print(f"    {kind:30} {n:6}")
