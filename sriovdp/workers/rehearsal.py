@@ -33,6 +33,7 @@ import logging
 import os
 import queue
 import select
+import shutil
 import signal
 import struct
 import sys
@@ -57,6 +58,8 @@ _SCAFFOLDING = (
     os.path.join(os.path.dirname(os.path.dirname(__file__)), "supervisor"),  # the broker
 )
 
+#: a rehearsal's scratch directory in $TMPDIR is ``<prefix><pid>-<random>``
+SCRATCH_PREFIX = "sriovdp-rehearsal-"
 _PLUGIN = "/v1beta1.DevicePlugin/"
 _WORKERS_ENTRY = "sriovdp.workers.__main__"
 #: the simulated node: one PF (scale_node's first, netdev scl0) with this many VFs
@@ -108,8 +111,9 @@ def _rehearsal(scout: bool) -> None:
     root_logger = logging.getLogger()
     saved_handlers, saved_level = list(root_logger.handlers), root_logger.level
     try:
+        remove_stale_scratch()
         with (
-            tempfile.TemporaryDirectory(prefix="sriovdp-rehearsal-") as scratch,
+            tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as scratch,
             open(os.devnull, "w") as devnull,
         ):
             sys.stderr = devnull
@@ -180,6 +184,35 @@ class Scout:
             raise RehearsalError(f"the scout failed ({os.waitstatus_to_exitcode(status)})")
         data = b"".join(chunks)
         return list(struct.unpack(f"<{len(data) // 8}Q", data))
+
+
+def remove_stale_scratch(tmp: str | None = None) -> list[str]:
+    """Removes the scratch directories of rehearsals whose process is gone (a zygote killed while
+    it rehearsed: its ``finally`` never ran); returns their names. Only ours (same uid), only
+    those whose pid no longer exists."""
+    tmp = tmp or tempfile.gettempdir()
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(tmp):
+            pid_text = entry.name.removeprefix(SCRATCH_PREFIX).partition("-")[0]
+            if not entry.name.startswith(SCRATCH_PREFIX) or not pid_text.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                if entry.stat(follow_symlinks=False).st_uid != os.getuid() or _alive(int(pid_text)):
+                    continue
+                shutil.rmtree(entry.path)
+                removed.append(entry.name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def scout() -> list[int]:

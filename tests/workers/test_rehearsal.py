@@ -34,8 +34,30 @@ def test_an_untraced_rehearsal_leaves_no_thread_fd_file_or_log_handler() -> None
 
     assert set(threading.enumerate()) == threads
     assert _open_fds() == fds
-    assert _our_scratch_dirs() == dirs
+    assert _our_scratch_dirs() <= dirs  # none added (stale ones of dead processes may go)
     assert root.handlers == handlers and sys.stderr is stderr
+
+
+def _dead_pid() -> int:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return pid
+
+
+def test_scratch_dirs_of_dead_rehearsals_are_removed_and_others_kept(tmp_path: Path) -> None:
+    dead = tmp_path / f"{rehearsal.SCRATCH_PREFIX}{_dead_pid()}-abc"
+    (dead / "sys" / "bus").mkdir(parents=True)
+    (dead / "plugins").mkdir()
+    alive = tmp_path / f"{rehearsal.SCRATCH_PREFIX}{os.getpid()}-def"
+    alive.mkdir()
+    other = tmp_path / "sriovdp-rehearsal-notapid"
+    other.mkdir()
+
+    assert rehearsal.remove_stale_scratch(str(tmp_path)) == [dead.name]
+
+    assert not dead.exists() and alive.exists() and other.exists()
 
 
 def test_a_traced_rehearsal_sees_the_worker_serve_register_and_allocate() -> None:
