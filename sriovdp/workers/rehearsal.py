@@ -226,8 +226,11 @@ def _scout(tracer: _Tracer, parent: int, read_end: int, write_end: int) -> NoRet
 
     code = 1
     try:
-        os.close(read_end)
-        zygote.prepare_child("rehearsal", parent, ())
+        # nothing of the zygote's but stdio: its request and report pipes must not outlive it here
+        inherited = [int(fd) for fd in os.listdir("/proc/self/fd")]
+        zygote.prepare_child(
+            "rehearsal", parent, [fd for fd in inherited if fd > 2 and fd != write_end]
+        )
         _rehearsal(scout=True)
         sys.setprofile(None)
         threading.setprofile(None)

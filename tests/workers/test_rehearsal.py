@@ -9,6 +9,7 @@ import os
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,25 @@ def test_the_scout_starts_like_a_forked_worker_and_runs_it_on_a_bus() -> None:
     assert "_after_fork" in names  # threading's at-fork handler: traced from the fork on
     assert {"BusLink._run", "BusLink.handle", "PoolState.apply_link", "Worker.on_kubelet"} <= names
     assert {"Worker.shutdown", "DevicePluginServicer.Allocate"} <= names  # SIGTERM stopped it
+
+
+def test_the_scout_keeps_none_of_this_process_descriptors() -> None:
+    """A zygote's request and report pipes must not stay open in the scout: the supervisor learns
+    that the zygote died from the end of the report pipe."""
+    read_end, write_end = os.pipe()
+    try:
+        scout = rehearsal.Scout()
+        closed = False
+        deadline = time.monotonic() + rehearsal.DEADLINE_S
+        while not closed and time.monotonic() < deadline:
+            try:
+                fds = {int(fd) for fd in os.listdir(f"/proc/{scout.pid}/fd")}
+            except FileNotFoundError:
+                break  # the scout ended before we saw it rehearse
+            closed = read_end not in fds and write_end not in fds and len(fds) > 0
+            time.sleep(0.005)
+        scout.ids()
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert closed
