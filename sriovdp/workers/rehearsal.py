@@ -111,7 +111,8 @@ def _rehearsal(scout: bool) -> None:
     root_logger = logging.getLogger()
     saved_handlers, saved_level = list(root_logger.handlers), root_logger.level
     try:
-        remove_stale_scratch()
+        if not scout:  # the zygote does it; the scout, running alongside, would do it again
+            remove_stale_scratch()
         with (
             tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as scratch,
             open(os.devnull, "w") as devnull,
@@ -147,13 +148,19 @@ class Scout:
     """
 
     def __init__(self) -> None:
-        self._read_end, write_end = os.pipe2(os.O_CLOEXEC)
         parent = os.getpid()
         tracer = _Tracer()
-        with tracer:  # the child inherits the profile function with the rest of this thread
-            self.pid = os.fork()
-            if self.pid == 0:
-                _scout(tracer, parent, self._read_end, write_end)  # never returns
+        try:
+            self._read_end, write_end = os.pipe2(os.O_CLOEXEC)
+            with tracer:  # the child inherits the profile function with the rest of this thread
+                self.pid = os.fork()
+                if self.pid == 0:
+                    _scout(tracer, parent, self._read_end, write_end)  # never returns
+        except OSError as exc:  # out of descriptors or processes: no saving, no crash
+            with contextlib.suppress(AttributeError, OSError):
+                os.close(self._read_end)
+                os.close(write_end)
+            raise RehearsalError(f"cannot start the scout: {exc}") from exc
         os.close(write_end)
 
     def cancel(self) -> None:
@@ -177,13 +184,23 @@ class Scout:
                 if not chunk:
                     break
                 chunks.append(chunk)
+        except OSError as exc:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            raise RehearsalError(f"cannot read the scout's report: {exc}") from exc
         finally:
             os.close(self._read_end)
             _, status = os.waitpid(self.pid, 0)
         if os.waitstatus_to_exitcode(status) != 0:
             raise RehearsalError(f"the scout failed ({os.waitstatus_to_exitcode(status)})")
-        data = b"".join(chunks)
-        return list(struct.unpack(f"<{len(data) // 8}Q", data))
+        return decode_ids(b"".join(chunks))
+
+
+def decode_ids(data: bytes) -> list[int]:
+    """The scout's report: little-endian 64-bit ids; a partial last one is dropped. Any value is
+    safe: :func:`~sriovdp.workers.codelayout.code_objects` keeps only ids of code objects."""
+    whole = len(data) // 8
+    return list(struct.unpack(f"<{whole}Q", data[: whole * 8]))
 
 
 def remove_stale_scratch(tmp: str | None = None) -> list[str]:

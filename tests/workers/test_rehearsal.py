@@ -86,6 +86,24 @@ def test_the_scout_names_code_objects_of_this_process() -> None:
         os.waitpid(-1, os.WNOHANG)  # the scout is reaped
 
 
+def test_a_report_of_garbage_bytes_gives_no_code_and_no_error() -> None:
+    ids = rehearsal.decode_ids(b"\x01\x02\x03\x04\x05\x06\x07\x08\xff\xff\xff")
+    assert ids == [0x0807060504030201]  # the partial last id is dropped
+    assert codelayout.code_objects([*ids, 0, 2**64 - 1]) == []
+
+
+def test_a_scout_that_cannot_fork_is_a_rehearsal_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_fork() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    fds = _open_fds()
+    monkeypatch.setattr(rehearsal.os, "fork", no_fork)
+
+    with pytest.raises(rehearsal.RehearsalError, match="cannot start the scout"):
+        rehearsal.Scout()
+    assert _open_fds() == fds  # its pipe closed again
+
+
 def test_a_failing_scout_is_a_rehearsal_error(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(_scratch: Path, _scout: bool) -> None:
         raise OSError("no sysfs here")
