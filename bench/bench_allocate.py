@@ -38,7 +38,7 @@ POOLS = {  # pool name -> (PF netdev, selector extras)
 
 
 def build_node(base: Path) -> None:
-    from sriovdp.shared.simnode import FakeSysfs
+    from sriovdp.simnode import FakeSysfs
 
     node = FakeSysfs(base / "sys")
     node.add_pf("0000:01:00.0", netdev="bnet", num_vfs=256, total_vfs=256, vf_driver="iavf")
@@ -113,7 +113,7 @@ def client(socket: str, ids: list[str], size: int, calls: int) -> dict[str, Any]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from sriovdp.shared.simnode.kubelet import KubeletStandIn
+    from sriovdp.simnode.kubelet import KubeletStandIn
 
     base = Path(tempfile.mkdtemp(prefix="ba", dir="/tmp"))
     results: dict[str, Any] = {

@@ -28,7 +28,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench._stats import latency_ms  # noqa: E402
-from sriovdp.shared.simnode.kubelet import unix_sockets  # noqa: E402
+from sriovdp.simnode.kubelet import unix_sockets  # noqa: E402
 from tests.integration.conftest import SimNode, resource  # noqa: E402
 
 TARGETS = {"registered_p99_ms": 300.0}

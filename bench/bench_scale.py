@@ -26,7 +26,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench._stats import percentile  # noqa: E402
-from sriovdp.shared.simnode.kubelet import KubeletStandIn  # noqa: E402
+from sriovdp.simnode.kubelet import KubeletStandIn  # noqa: E402
 from tests.integration.conftest import PREFIX, SimNode, pf_netdev  # noqa: E402
 
 TARGETS = {"registered_s": 3.0, "allocate_p99_ms": 2.0}

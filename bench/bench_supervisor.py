@@ -35,8 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sriovdp.shared.simnode import scale_node
-from sriovdp.shared.simnode.kubelet import KubeletStandIn
+from sriovdp.simnode import scale_node
+from sriovdp.simnode.kubelet import KubeletStandIn
 from sriovdp.supervisor.client import ControlClient
 
 TARGETS = {"registered_s": 1.0, "pss_mb": 100.0, "idle_cpu_ms": 20.0}

@@ -28,7 +28,7 @@ from sriovdp.shared.messages import (
     WorkerHeartbeat,
     WorkerReady,
 )
-from sriovdp.supervisor.backoff import Backoff, BackoffPolicy
+from sriovdp.shared.backoff import Backoff, BackoffPolicy
 from sriovdp.supervisor.child import Child, ChildSpec, change_state, describe_exit
 from sriovdp.supervisor.runopts import Timeouts
 from sriovdp.supervisor.spawn import Spawner, SpawnError

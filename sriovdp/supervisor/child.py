@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sriovdp.shared.messages import Message, PoolSummary, WorkerStateChanged
-from sriovdp.supervisor.backoff import Backoff
+from sriovdp.shared.backoff import Backoff
 from sriovdp.supervisor.runopts import WORKERS_ENTRY
 from sriovdp.supervisor.states import ChildState, check_transition
 

@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sriovdp.shared.model import DEFAULT_RESOURCE_PREFIX
-from sriovdp.shared.simnode import demo_config, demo_node
+from sriovdp.simnode import demo_config, demo_node
 from sriovdp.supervisor.client import ControlClient, Unreachable
 from sriovdp.supervisor.status import SupervisorStatus, render_table
 
 if TYPE_CHECKING:
     from sriovdp.proto import api_pb2
-    from sriovdp.shared.simnode.kubelet import KubeletStandIn
+    from sriovdp.simnode.kubelet import KubeletStandIn
 
 REGISTER_TIMEOUT = 20.0
 ALLOCATE_FROM = f"{DEFAULT_RESOURCE_PREFIX}/sriov_vfio"
@@ -72,7 +72,7 @@ def run_demo(spawn_mode: str = "zygote", keep: bool = False) -> int:
 
 
 def _run(base: Path, spawn_mode: str) -> int:
-    from sriovdp.shared.simnode.kubelet import KubeletStandIn  # grpc: this process only
+    from sriovdp.simnode.kubelet import KubeletStandIn  # grpc: this process only
 
     sysfs, plugins, run_dir = base / "sys", base / "device-plugins", base / "run"
     (base / "proc" / "net").mkdir(parents=True)

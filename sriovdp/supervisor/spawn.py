@@ -2,10 +2,10 @@
 
 Two fork-safe ways (ARCHITECTURE §2); the supervisor has live zmq state, so it never forks bare:
 
-- :class:`ExecSpawner`: ``os.posix_spawn`` of ``python -m sriovdp.workers.zygote exec <pid>
+- :class:`ExecSpawner`: ``os.posix_spawn`` of ``python -m sriovdp.launch.zygote exec <pid>
   <entry> <argv>`` per child: a fresh interpreter that arms PR_SET_PDEATHSIG and runs the role.
   The children are ours; the supervisor's ``waitpid(-1, WNOHANG)`` loop (:func:`reap`) reaps them.
-- :class:`ZygoteSpawner`: one ``posix_spawn`` of the zygote (``sriovdp.workers.zygote``), which
+- :class:`ZygoteSpawner`: one ``posix_spawn`` of the zygote (``sriovdp.launch.zygote``), which
   has grpc, protobuf, zmq and the worker modules imported and forks workers on request. The zygote
   reaps its children and reports their ends over its pipe; the supervisor's :func:`reap` loop
   reaps only the zygote itself and orphans re-parented to it (it is a child subreaper / PID 1).
@@ -33,7 +33,7 @@ from sriovdp.supervisor.child import ChildSpec, describe_exit
 
 log = logging.getLogger(__name__)
 
-ZYGOTE_ENTRY = "sriovdp.workers.zygote"
+ZYGOTE_ENTRY = "sriovdp.launch.zygote"
 #: glibc's per-thread cache keeps up to 7 freed chunks per size; in the zygote those chunks sit in
 #: pages every child shares, and each child's first allocations of those sizes land in them and
 #: copy the pages. Without the cache, freed chunks go to the ordinary bins, which coalesce and

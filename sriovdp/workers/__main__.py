@@ -13,7 +13,7 @@ ROLES = {
     "plugin": "sriovdp.workers.plugin.main",
     "health-monitor": "sriovdp.workers.health_monitor",
     "kubelet-watcher": "sriovdp.workers.kubelet_watcher",
-    "zygote": "sriovdp.workers.zygote",
+    "zygote": "sriovdp.launch.zygote",
 }
 
 

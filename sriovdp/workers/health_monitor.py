@@ -33,9 +33,9 @@ import zmq
 from sriovdp.shared import logs
 from sriovdp.shared.bus import BusClient
 from sriovdp.shared.messages import LinkState, Message, WorkerHeartbeat, WorkerReady
-from sriovdp.workers import runtime
+from sriovdp.launch import runtime
 from sriovdp.workers.netlink import DEFAULT_RCVBUF, NOT_PRESENT, DumpDone, LinkFact, LinkSocket
-from sriovdp.workers.wakeup import WakeupPipe
+from sriovdp.launch.wakeup import WakeupPipe
 
 log = logging.getLogger(__name__)
 

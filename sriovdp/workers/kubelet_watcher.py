@@ -42,8 +42,9 @@ from sriovdp.shared.messages import (
     WorkerReady,
 )
 from sriovdp.shared.model import DEFAULT_PLUGIN_DIR
-from sriovdp.workers import inotify, runtime
-from sriovdp.workers.wakeup import WakeupPipe
+from sriovdp.launch import runtime
+from sriovdp.workers import inotify
+from sriovdp.launch.wakeup import WakeupPipe
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from sriovdp.shared.simnode import scale_node, vf_address
-from sriovdp.shared.simnode.kubelet import KubeletStandIn
+from sriovdp.simnode import scale_node, vf_address
+from sriovdp.simnode.kubelet import KubeletStandIn
 from sriovdp.supervisor.client import ControlClient
 from tests.harness.netns import CAN_CREATE, SKIP_REASON, NetNS
 

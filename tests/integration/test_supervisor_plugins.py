@@ -17,8 +17,8 @@ import grpc
 import pytest
 
 from sriovdp.proto import api_pb2, api_pb2_grpc
-from sriovdp.shared.simnode import demo_config, demo_node
-from sriovdp.shared.simnode.kubelet import KubeletStandIn
+from sriovdp.simnode import demo_config, demo_node
+from sriovdp.simnode.kubelet import KubeletStandIn
 from tests.integration.test_supervisor_lifecycle import Supervisor, wait_until
 
 pytestmark = pytest.mark.timeout(90)

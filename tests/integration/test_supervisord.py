@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from sriovdp.shared.simnode import demo_config, demo_node
-from sriovdp.shared.simnode.kubelet import KubeletStandIn, unix_sockets
+from sriovdp.simnode import demo_config, demo_node
+from sriovdp.simnode.kubelet import KubeletStandIn, unix_sockets
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -21,7 +21,7 @@ import pytest
 
 from sriovdp.proto import api_pb2, api_pb2_grpc
 from sriovdp.shared.messages import LinkState
-from sriovdp.shared.simnode.kubelet import KubeletStandIn
+from sriovdp.simnode.kubelet import KubeletStandIn
 from tests.harness.broker import BrokerThread
 from tests.workers.plugin.conftest import Node
 from tests.workers.plugin.test_worker import CHILD, NET, UIO, VFIO, listed, until
@@ -291,7 +291,7 @@ def test_grpc_bad_input_gets_a_status_or_a_safe_answer(
 def test_broken_sysfs_entries_leave_the_other_devices_served(
     node: Node, kubelet: KubeletStandIn, broker: BrokerThread, spawn: Any
 ) -> None:
-    from sriovdp.shared.simnode import demo_config, demo_node
+    from sriovdp.simnode import demo_config, demo_node
 
     sysfs = demo_node(node.sysfs.root)
     node.write_config(demo_config())

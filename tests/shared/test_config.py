@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sriovdp.shared import simnode
+from sriovdp import simnode
 from sriovdp.shared.config import (
     ConfigError,
     config_warnings,

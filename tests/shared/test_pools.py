@@ -11,7 +11,7 @@ import pytest
 from sriovdp.shared import pools, sysfs
 from sriovdp.shared.config import parse_config
 from sriovdp.shared.model import NodeConfig, PoolDiscovery
-from sriovdp.shared.simnode import FakeSysfs, demo_config, demo_node
+from sriovdp.simnode import FakeSysfs, demo_config, demo_node
 
 
 def cfg(*entries: dict[str, Any]) -> NodeConfig:

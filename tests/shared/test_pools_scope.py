@@ -20,7 +20,7 @@ import pytest
 from sriovdp.shared import pools, sysfs
 from sriovdp.shared.config import parse_config
 from sriovdp.shared.model import NodeConfig
-from sriovdp.shared.simnode import FakeSysfs, demo_config, demo_node, scale_node
+from sriovdp.simnode import FakeSysfs, demo_config, demo_node, scale_node
 
 VF_DRIVERS = ("iavf", "iavf", "vfio-pci", "igb_uio", None, "mlx5_core")
 

@@ -1,4 +1,4 @@
-"""sriovdp.shared.sysfs over trees built by sriovdp.shared.simnode, including broken ones."""
+"""sriovdp.shared.sysfs over trees built by sriovdp.simnode, including broken ones."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from sriovdp.shared import sysfs
 from sriovdp.shared.model import PciFunction
-from sriovdp.shared.simnode import FakeSysfs, demo_node, scale_node, vf_address
+from sriovdp.simnode import FakeSysfs, demo_node, scale_node, vf_address
 from tests.harness.forked import in_child
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from sriovdp.shared.bus import BusClient
 from sriovdp.shared.messages import PoolSummary, WorkerHeartbeat, WorkerReady
-from sriovdp.workers.runtime import StopFlag
+from sriovdp.launch.runtime import StopFlag
 
 HEARTBEAT_INTERVAL = 0.2
 

@@ -17,7 +17,7 @@ from sriovdp.shared.messages import (
     WorkerStateChanged,
 )
 from sriovdp.supervisor.arbiter import Arbiter, Timeouts
-from sriovdp.supervisor.backoff import BackoffPolicy
+from sriovdp.shared.backoff import BackoffPolicy
 from sriovdp.supervisor.child import ChildSpec
 from sriovdp.supervisor.spawn import SpawnError
 from sriovdp.supervisor.states import ChildState, InvalidTransition

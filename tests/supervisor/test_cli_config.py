@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from sriovdp.shared import exitcodes
-from sriovdp.shared.simnode import demo_config, demo_node
+from sriovdp.simnode import demo_config, demo_node
 from sriovdp.supervisor.cli import cli
 
 DEVICE_KEYS = {"id", "driver", "pf", "pfName", "vfIndex", "netdev", "numaNode", "iommuGroup",

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from sriovdp.supervisor.backoff import BackoffPolicy
+from sriovdp.shared.backoff import BackoffPolicy
 from sriovdp.supervisor.client import ControlClient
 from sriovdp.supervisor.runopts import RunOptions, Timeouts, options_from_json, options_to_json
 

@@ -45,7 +45,7 @@ from sriovdp.shared.messages import (
     WorkerHeartbeat,
     WorkerReady,
 )
-from sriovdp.workers import runtime
+from sriovdp.launch import runtime
 
 log = logging.getLogger("sriovdp.workers.plugin")
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from sriovdp.shared.simnode import FakeSysfs, demo_config, demo_node
-from sriovdp.shared.simnode.kubelet import KubeletStandIn
+from sriovdp.simnode import FakeSysfs, demo_config, demo_node
+from sriovdp.simnode.kubelet import KubeletStandIn
 from tests.harness.broker import BrokerThread
 
 REPO = Path(__file__).resolve().parents[3]

@@ -17,7 +17,7 @@ from sriovdp.shared.messages import (
     WorkerHeartbeat,
     WorkerReady,
 )
-from sriovdp.shared.simnode.kubelet import KubeletStandIn
+from sriovdp.simnode.kubelet import KubeletStandIn
 from tests.harness.broker import BrokerThread
 from tests.workers.plugin.conftest import Node
 from tests.workers.plugin.test_worker import CHILD, NET, VFIO, listed

@@ -8,7 +8,7 @@ from pathlib import Path
 from sriovdp.shared import pools
 from sriovdp.shared.config import parse_config
 from sriovdp.shared.model import PoolDevice, PoolDiscovery
-from sriovdp.shared.simnode import scale_node
+from sriovdp.simnode import scale_node
 from sriovdp.workers.plugin.rescan import Rescanner, fingerprint
 
 DOC = {

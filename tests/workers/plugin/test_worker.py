@@ -14,7 +14,7 @@ import pytest
 
 from sriovdp.proto import api_pb2, api_pb2_grpc
 from sriovdp.shared import exitcodes
-from sriovdp.shared.simnode.kubelet import KubeletStandIn
+from sriovdp.simnode.kubelet import KubeletStandIn
 from tests.workers.plugin.conftest import Node, worker_env
 
 pytestmark = pytest.mark.timeout(60)

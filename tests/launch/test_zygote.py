@@ -1,4 +1,4 @@
-"""What the zygote preloads (``sriovdp.workers.zygote.PRELOAD``), checked in fresh interpreters:
+"""What the zygote preloads (``sriovdp.launch.zygote.PRELOAD``), checked in fresh interpreters:
 every name still exists, preloading never brings in grpc, and the worker code is laid out."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ import subprocess
 import sys
 from typing import Any
 
-from sriovdp.workers.zygote import PRELOAD
+from sriovdp.launch.zygote import PRELOAD
 
 _PROBE = """
 import json, logging, sys
-from sriovdp.workers import zygote
+from sriovdp.launch import zygote
 import sriovdp.workers.plugin.main as plugin_main
 import_time_code = plugin_main.Worker.run.__code__
 moved = []

@@ -9,7 +9,7 @@ deletes every unix socket in the directory (keeping regular files) and serves a 
 ``kubelet.sock``, as a kubelet restart does.
 
 It imports grpc: nothing in the supervisor may import it at module level. Usable in-process
-(:class:`KubeletStandIn`) or alone: ``python -m sriovdp.shared.simnode.kubelet --plugin-dir D``.
+(:class:`KubeletStandIn`) or alone: ``python -m sriovdp.simnode.kubelet --plugin-dir D``.
 """
 
 from __future__ import annotations
@@ -332,7 +332,7 @@ def _close(conn: _Connection) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs a stand-in until SIGTERM/SIGINT, printing every change of allocatable counts."""
-    parser = argparse.ArgumentParser(prog="python -m sriovdp.shared.simnode.kubelet")
+    parser = argparse.ArgumentParser(prog="python -m sriovdp.simnode.kubelet")
     parser.add_argument("--plugin-dir", type=Path, required=True)
     args = parser.parse_args(argv)
     stop = threading.Event()

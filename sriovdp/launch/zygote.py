@@ -22,7 +22,7 @@ The zygote reaps its own children (``waitpid(-1, WNOHANG)`` on SIGCHLD) and noth
 It exits when the request pipe closes or its parent dies (PR_SET_PDEATHSIG SIGKILL); its children
 then get SIGTERM from their own PR_SET_PDEATHSIG.
 
-``python -m sriovdp.workers.zygote exec PARENT ENTRY ARGV...`` is the exec spawner's launcher: it
+``python -m sriovdp.launch.zygote exec PARENT ENTRY ARGV...`` is the exec spawner's launcher: it
 arms PR_SET_PDEATHSIG against PARENT and runs ENTRY's ``main(argv)`` in a fresh interpreter.
 """
 
@@ -46,7 +46,7 @@ from typing import Any
 import msgpack
 
 from sriovdp.shared import libc
-from sriovdp.workers.runtime import die_with_parent
+from sriovdp.launch.runtime import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -223,19 +223,13 @@ class Zygote:
             os._exit(code)
 
 
-class ThreadsLeftError(RuntimeError):
-    """The rehearsal left a thread running: this process must not fork any more."""
-
-
-def preload(modules: Sequence[str] = PRELOAD, rehearse: bool = True) -> list[str]:
+def preload(modules: Sequence[str] = PRELOAD) -> list[str]:
     """Imports what children will need; returns the names that could not be imported.
 
-    With ``rehearse``, then has a forked scout find which code a worker runs while this process
-    rehearses a plugin worker itself (its lazy caches filled once for every child), and lays that
-    code out together (:mod:`~sriovdp.workers.rehearsal`, :mod:`~sriovdp.workers.codelayout`).
-    The order is measured, not incidental: the copies must be the last allocations before
-    ``gc.freeze()``; a rehearsal or a full collection after them gave back more than the layout
-    saved (docs/benchmarks.md, "Laying out the code a worker runs").
+    Only imports: no ZeroMQ context, gRPC channel or server, event loop, netlink socket or thread
+    is made here (grpc's fork rules: a process may fork with grpc imported, not with grpc
+    objects alive). ``gc.freeze()`` then moves everything imported into the permanent
+    generation, so the collector in a child never walks (and so never copies) the shared pages.
     """
     limit_malloc_arenas()
     missing = []
@@ -244,49 +238,9 @@ def preload(modules: Sequence[str] = PRELOAD, rehearse: bool = True) -> list[str
             importlib.import_module(name)
         except ImportError:
             missing.append(name)
-    hot: list[int] = []
-    if rehearse:
-        hot = _rehearse()
     gc.collect()
-    if hot:
-        from sriovdp.workers import codelayout
-
-        moved = codelayout.relocate(codelayout.code_objects(hot))
-        log.debug("laid out the code of %d functions", moved)
-    gc.freeze()  # keep the collector from touching (and so copying) the shared pages
-    # the import garbage's free malloc pages back to the kernel before any fork: otherwise every
-    # child inherits them resident and copies each one its own allocations land on
-    libc.malloc_trim()
+    gc.freeze()
     return missing
-
-
-def _rehearse() -> list[int]:
-    """The scout's rehearsal, and meanwhile this process's own; returns the ids of the code a
-    worker ran ([] when either failed: that only costs the saving). Raises ThreadsLeftError if a
-    thread is left behind here."""
-    from sriovdp.workers import rehearsal
-
-    try:
-        scout = rehearsal.Scout()  # first: it must fork while this process has one thread
-        try:
-            rehearsal.rehearse()
-        except rehearsal.RehearsalError:
-            scout.cancel()
-            raise
-        return scout.ids()
-    except rehearsal.RehearsalError as exc:
-        if threading.active_count() > 1:
-            raise ThreadsLeftError(str(exc)) from exc
-        log.warning("worker code not laid out: %s", exc)
-        return []
-
-
-def restart_without_rehearsal(argv: list[str]) -> None:
-    """Replaces this process by a fresh zygote with the same arguments and ``--no-rehearsal``:
-    exec is safe with a stray thread where fork is not. Keeps the pid and the inherited pipes."""
-    os.execv(
-        sys.executable, [sys.executable, "-m", "sriovdp.workers", "zygote", *argv, "--no-rehearsal"]
-    )
 
 
 def main(argv: list[str]) -> int:
@@ -295,18 +249,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--parent", type=int, required=True)
     parser.add_argument("--requests", type=int, required=True, help="fd to read requests from")
     parser.add_argument("--reports", type=int, required=True, help="fd to write reports to")
-    parser.add_argument(
-        "--no-rehearsal", action="store_true", help="fork without laying out worker code first"
-    )
     args = parser.parse_args(argv)
     # SIGKILL: the zygote holds nothing to clean up; its children get their own SIGTERM
     die_with_parent(signal.SIGKILL, expected_parent=args.parent)
     libc.set_thread_name("sdp-zygote")
-    try:
-        preload(rehearse=not args.no_rehearsal)
-    except ThreadsLeftError as exc:
-        log.warning("%s; restarting the zygote without the rehearsal", exc)
-        restart_without_rehearsal(argv)
+    preload()
     try:
         return Zygote(args.requests, args.reports).serve()
     except OSError as exc:
@@ -319,7 +266,7 @@ def exec_child(argv: list[str]) -> int:
     """``exec PARENT ENTRY ARGV...``: the exec spawner's child, tied to its parent's life."""
     if len(argv) < 3 or argv[0] != "exec" or not argv[1].isdigit():
         print(
-            "usage: python -m sriovdp.workers.zygote exec PARENT ENTRY [ARGV...]", file=sys.stderr
+            "usage: python -m sriovdp.launch.zygote exec PARENT ENTRY [ARGV...]", file=sys.stderr
         )
         return 2
     die_with_parent(signal.SIGTERM, expected_parent=int(argv[1]))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sriovdp.supervisor.backoff import Backoff, BackoffPolicy
+from sriovdp.shared.backoff import Backoff, BackoffPolicy
 
 
 class Clock:

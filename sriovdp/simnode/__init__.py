@@ -1,12 +1,12 @@
 """A simulated node: fake sysfs trees and matching configs (tests, ``make demo``, benchmarks).
 
 Owns the ready-made nodes everybody builds on; the builder itself is
-:class:`~sriovdp.shared.simnode.sysfs.FakeSysfs`.
+:class:`~sriovdp.simnode.sysfs.FakeSysfs`.
 
 :func:`demo_node`: two Intel X710-like PFs, ``0000:03:00.0`` (netdev ``sim0pf0``) and
 ``0000:03:00.1`` (``sim0pf1``), NUMA nodes 0 and 1, 8 VFs each. On each PF, VFs 0-3 are bound to
 ``iavf`` (netdevs ``sim0pf0v0``...), VFs 4-5 to ``vfio-pci`` and VFs 6-7 to ``igb_uio``. VF
-addresses follow :func:`~sriovdp.shared.simnode.sysfs.vf_address`: ``0000:04:00.0``-``0000:04:00.7``
+addresses follow :func:`~sriovdp.simnode.sysfs.vf_address`: ``0000:04:00.0``-``0000:04:00.7``
 for the first PF, ``0000:05:00.0``-``0000:05:00.7`` for the second.
 
 :func:`demo_config` fits it with three pools: ``sriov_net_A`` (legacy, netdevice, both PFs: the 8
@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sriovdp.shared.simnode.sysfs import FakeSysfs, VfDriver, vf_address
+from sriovdp.simnode.sysfs import FakeSysfs, VfDriver, vf_address
 
 __all__ = [
     "DEMO_PFS",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sriovdp.workers.runtime import StopFlag
+from sriovdp.launch.runtime import StopFlag
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 _SIGNAL_DURING_WAIT = textwrap.dedent(
     """
     import random, signal, sys
-    from sriovdp.workers.runtime import StopFlag
+    from sriovdp.launch.runtime import StopFlag
 
     for _ in range(int(sys.argv[1])):
         flag = StopFlag()
@@ -61,7 +61,7 @@ def test_wait_without_timeout_returns_when_signalled() -> None:
     code = textwrap.dedent(
         """
         import os, signal, sys
-        from sriovdp.workers.runtime import StopFlag
+        from sriovdp.launch.runtime import StopFlag
 
         flag = StopFlag()
         flag.install()
