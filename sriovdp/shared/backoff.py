@@ -1,6 +1,8 @@
-"""Restart delays: capped exponential with jitter, reset after a stable run (supervisor process).
+"""Retry delays: capped exponential with jitter (supervisor process: child restarts; plugin worker:
+registration retries; health monitor: netlink reopen).
 
-One :class:`Backoff` per child. The clock and the random source are injected, so tests drive it
+:class:`BackoffPolicy` turns an attempt number into a delay; every retry loop in the project uses
+it. :class:`Backoff` is the supervisor's per-child counter on top of it. The clock and the random source are injected, so tests drive it
 with fakes. The first restart after a stable run is immediate: a pool that crashes once after
 running for a while is back within the worker's start-up time; a pool that keeps crashing waits
 ``base``, ``2*base``, ... up to ``cap`` seconds (each scaled by a random factor in
@@ -22,6 +24,11 @@ class BackoffPolicy:
     cap: float = 30.0  # longest delay, seconds
     jitter: float = 0.2  # fraction of the delay taken off at random
     stable_after: float = 10.0  # a run this long (since READY) resets the failure count
+
+    def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
+        """Seconds to wait before retry number ``attempt`` (1: the first retry waits ``base``)."""
+        raw = min(self.cap, self.base * self.factor ** max(0, attempt - 1))
+        return raw * (1.0 - self.jitter * rand())
 
 
 class Backoff:
@@ -63,6 +70,4 @@ class Backoff:
         """Seconds to wait before the next start, given the failures counted so far."""
         if self.failures <= 1:
             return 0.0
-        p = self.policy
-        raw = min(p.cap, p.base * p.factor ** (self.failures - 2))
-        return raw * (1.0 - p.jitter * self._random())
+        return self.policy.delay(self.failures - 1, self._random)
