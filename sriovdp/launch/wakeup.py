@@ -1,4 +1,4 @@
-"""Health monitor and kubelet watcher processes: a signal wake-up pipe for their poll loops.
+"""A signal wake-up pipe for poll loops (supervisor, health monitor and kubelet watcher).
 
 Python retries ``poll()`` after a signal handler ran (PEP 475), so a SIGTERM would only be noticed
 at the next timeout. :class:`WakeupPipe` registers a pipe with ``signal.set_wakeup_fd``: the pipe
@@ -22,12 +22,15 @@ class WakeupPipe:
     def fileno(self) -> int:
         return self._read
 
-    def drain(self) -> None:
+    def drain(self) -> list[int]:
+        """Empties the pipe; returns the numbers of the signals that arrived, oldest first."""
+        signums: list[int] = []
         try:
-            while os.read(self._read, 512):
-                pass
+            while data := os.read(self._read, 512):
+                signums.extend(data)
         except BlockingIOError:
             pass
+        return signums
 
     def close(self) -> None:
         signal.set_wakeup_fd(self._previous)

@@ -2,11 +2,13 @@
 registration retries; health monitor: netlink reopen).
 
 :class:`BackoffPolicy` turns an attempt number into a delay; every retry loop in the project uses
-it. :class:`Backoff` is the supervisor's per-child counter on top of it. The clock and the random source are injected, so tests drive it
-with fakes. The first restart after a stable run is immediate: a pool that crashes once after
+it. :class:`Backoff` is the supervisor's per-child counter on top of it; its clock and random
+source are injected, so tests drive it with fakes. The first restart after a stable run is
+  immediate: a pool that crashes once after
 running for a while is back within the worker's start-up time; a pool that keeps crashing waits
 ``base``, ``2*base``, ... up to ``cap`` seconds (each scaled by a random factor in
 ``[1 - jitter, 1]``), never giving up for good.
+
 """
 
 from __future__ import annotations

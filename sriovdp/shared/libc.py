@@ -1,10 +1,4 @@
-"""The few libc calls the ``os`` module lacks: ``prctl``, ``malloc_trim``, ``mallopt`` (every
-process).
-
-The functions are looked up once, when this module is imported (in the zygote, before any fork),
-instead of building a ``ctypes.CDLL`` at every call as five places did before. It makes no
-measurable difference to a worker's memory (the tree's PSS was the same to 0.1 MB): what a child
-copies is decided by the Python it runs, not by these calls (docs/benchmarks.md).
+"""The few libc calls the ``os`` module lacks: ``prctl`` and ``malloc_trim`` (every process).
 
 Where a function does not exist (not Linux, not glibc), the wrappers do nothing and return False.
 """
@@ -18,8 +12,6 @@ from typing import Any
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
 PR_SET_CHILD_SUBREAPER = 36
-#: ``mallopt`` parameter: the most malloc arenas glibc creates (it makes one per thread otherwise)
-M_ARENA_MAX = -8
 
 
 def _lookup(name: str) -> Callable[..., Any] | None:
@@ -32,7 +24,6 @@ def _lookup(name: str) -> Callable[..., Any] | None:
 
 _prctl = _lookup("prctl")
 _malloc_trim = _lookup("malloc_trim")
-_mallopt = _lookup("mallopt")
 
 
 def prctl(option: int, arg: int | bytes) -> bool:
@@ -58,8 +49,3 @@ def become_subreaper() -> bool:
 def malloc_trim() -> bool:
     """Returns the free pages of every glibc malloc arena to the kernel; True if any were."""
     return _malloc_trim is not None and _malloc_trim(0) == 1
-
-
-def mallopt(param: int, value: int) -> bool:
-    """Sets a glibc malloc parameter; True when glibc accepted it. Forked children inherit it."""
-    return _mallopt is not None and _mallopt(param, value) == 1

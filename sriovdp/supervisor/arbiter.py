@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from sriovdp.shared import exitcodes
+from sriovdp.shared.backoff import Backoff, BackoffPolicy
 from sriovdp.shared.messages import (
     Envelope,
     Message,
@@ -28,7 +29,6 @@ from sriovdp.shared.messages import (
     WorkerHeartbeat,
     WorkerReady,
 )
-from sriovdp.shared.backoff import Backoff, BackoffPolicy
 from sriovdp.supervisor.child import Child, ChildSpec, change_state, describe_exit
 from sriovdp.supervisor.runopts import Timeouts
 from sriovdp.supervisor.spawn import Spawner, SpawnError

@@ -15,8 +15,8 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sriovdp.shared.messages import Message, PoolSummary, WorkerStateChanged
 from sriovdp.shared.backoff import Backoff
+from sriovdp.shared.messages import Message, PoolSummary, WorkerStateChanged
 from sriovdp.supervisor.runopts import WORKERS_ENTRY
 from sriovdp.supervisor.states import ChildState, check_transition
 

@@ -17,7 +17,6 @@ that the loop polls: the pipe is the queue. Never imports grpc or pyroute2.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -28,6 +27,8 @@ from typing import Any
 
 import zmq
 
+from sriovdp.launch.runtime import release_memory
+from sriovdp.launch.wakeup import WakeupPipe
 from sriovdp.shared import exitcodes, libc
 from sriovdp.shared.config import ConfigError, load_config
 from sriovdp.shared.messages import Envelope, WorkerHeartbeat
@@ -135,7 +136,7 @@ class Supervisor:
         self.broker: Broker | None = None
         self.control: ControlServer | None = None
         self.arbiter: Arbiter | None = None
-        self._sig_r = self._sig_w = -1
+        self._signals: WakeupPipe | None = None
         self._shutdown_deadline: float | None = None
         #: the bus brought something other than heartbeats since the last reconcile()
         self._bus_news = False
@@ -145,10 +146,9 @@ class Supervisor:
     def _setup(self) -> None:
         self.lock.acquire()  # before binding anything: LockedError leaves everything untouched
         libc.become_subreaper()  # orphans come to us (and to reap()), not to init
-        self._sig_r, self._sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(self._sig_w, warn_on_full_buffer=False)
         for sig in _HANDLED_SIGNALS:
             signal.signal(sig, _enqueue_only)
+        self._signals = WakeupPipe()
         start = getattr(self.spawner, "start", None)
         if start is not None:
             start()  # the zygote preloads while we bind
@@ -178,7 +178,8 @@ class Supervisor:
         )
 
     def _teardown(self) -> None:
-        signal.set_wakeup_fd(-1)
+        if self._signals is not None:
+            self._signals.close()
         for sig in _HANDLED_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
         for closable in (self.control, self.broker):
@@ -186,9 +187,6 @@ class Supervisor:
                 closable.close()
         if self._ctx is not None:
             self._ctx.term()
-        for fd in (self._sig_r, self._sig_w):
-            if fd >= 0:
-                os.close(fd)
         if self.lock.held:
             config_snapshot(self.opts.run_dir).unlink(missing_ok=True)
         self.lock.release()
@@ -220,7 +218,9 @@ class Supervisor:
         poller = zmq.Poller()
         for sock in (broker.pull, broker.xpub, control.sock):
             poller.register(sock, zmq.POLLIN)
-        poller.register(self._sig_r, zmq.POLLIN)
+        assert self._signals is not None
+        sig_fd = self._signals.fileno()
+        poller.register(sig_fd, zmq.POLLIN)
         spawner_fd: int | None = None
         while True:
             fd = self.spawner.fileno()
@@ -232,15 +232,14 @@ class Supervisor:
                     poller.register(fd, zmq.POLLIN)
                 spawner_fd = fd
             timeout_ms = max(0, int((due - time.monotonic()) * 1000) + 1)
-            pending = self.spawner.pending()  # exit reports read while a spawn awaited its reply
-            if pending:
-                timeout_ms = 0
             events = dict(poller.poll(timeout_ms))
-            # a child's end always shows up here: SIGCHLD (reaped by us) writes to the signal
-            # pipe, a zygote report makes its pipe readable; a bus message alone (a heartbeat,
+            # a child's end always shows up here: SIGCHLD writes to the signal pipe (every child,
+            # zygote-forked ones included, is ours to reap); a bus message alone (a heartbeat,
             # the idle loop's only work) needs no waitpid()
-            news = pending or not events or self._sig_r in events or spawner_fd in events
-            if self._sig_r in events:
+            news = not events or sig_fd in events or spawner_fd in events
+            if spawner_fd in events:
+                self.spawner.drain()
+            if sig_fd in events:
                 self._handle_signals()
             if news:
                 self._reap()
@@ -262,11 +261,8 @@ class Supervisor:
                 return
 
     def _handle_signals(self) -> None:
-        try:
-            data = os.read(self._sig_r, 256)
-        except BlockingIOError:
-            return
-        for signum in data:
+        assert self._signals is not None
+        for signum in self._signals.drain():
             if signum in (signal.SIGTERM, signal.SIGINT):
                 self.shutdown(signal.Signals(signum).name)
             elif signum == signal.SIGHUP:
@@ -277,22 +273,9 @@ class Supervisor:
         assert self.arbiter is not None
         for pid, status in reap():
             if self.spawner.reaped(pid, status):
-                self._zygote_lost()
-            elif not self.arbiter.on_exit(pid, status):
+                continue  # the zygote: its workers are ours and run on; the next spawn starts one
+            if not self.arbiter.on_exit(pid, status):
                 log.debug("reaped orphan pid %d", pid)
-        for pid, status in self.spawner.collect():
-            self.arbiter.on_exit(pid, status)
-
-    def _zygote_lost(self) -> None:
-        """Children whose end the zygote never reported are gone with it, or about to be."""
-        assert self.arbiter is not None
-        for child in list(self.arbiter.children.values()):
-            if child.pid is None:
-                continue
-            try:
-                os.kill(child.pid, 0)
-            except ProcessLookupError:
-                self.arbiter.on_exit(child.pid, 0xFF00)  # unknown status: "exit 255"
 
     def shutdown(self, why: str) -> None:
         assert self.arbiter is not None
@@ -418,12 +401,6 @@ class Supervisor:
 
 def _enqueue_only(_signum: int, _frame: object) -> None:
     """The handler of every signal we catch: the wakeup fd already queued its number."""
-
-
-def release_memory() -> None:
-    """``gc.collect()`` then glibc's ``malloc_trim(0)``: free pages back to the kernel."""
-    gc.collect()
-    libc.malloc_trim()
 
 
 def run(opts: RunOptions, load: Callable[[str, str], NodeConfig] = load_config) -> int:

@@ -14,9 +14,9 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sriovdp.shared.backoff import BackoffPolicy
 from sriovdp.shared.config import ConfigError, load_config
 from sriovdp.shared.model import NodeConfig
-from sriovdp.shared.backoff import BackoffPolicy
 
 #: the module whose ``main(argv) -> int`` every real child runs (``python -m sriovdp.workers``)
 WORKERS_ENTRY = "sriovdp.workers.__main__"

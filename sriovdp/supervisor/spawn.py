@@ -2,16 +2,17 @@
 
 Two fork-safe ways (ARCHITECTURE §2); the supervisor has live zmq state, so it never forks bare:
 
-- :class:`ExecSpawner`: ``os.posix_spawn`` of ``python -m sriovdp.launch.zygote exec <pid>
-  <entry> <argv>`` per child: a fresh interpreter that arms PR_SET_PDEATHSIG and runs the role.
-  The children are ours; the supervisor's ``waitpid(-1, WNOHANG)`` loop (:func:`reap`) reaps them.
+- :class:`ExecSpawner`: ``os.posix_spawn`` of ``python -m sriovdp.launch.child <pid> <entry>
+  <argv>`` per child: a fresh interpreter that arms PR_SET_PDEATHSIG and runs the role.
 - :class:`ZygoteSpawner`: one ``posix_spawn`` of the zygote (``sriovdp.launch.zygote``), which
-  has grpc, protobuf, zmq and the worker modules imported and forks workers on request. The zygote
-  reaps its children and reports their ends over its pipe; the supervisor's :func:`reap` loop
-  reaps only the zygote itself and orphans re-parented to it (it is a child subreaper / PID 1).
+  has grpc, protobuf, zmq and the worker modules imported and forks workers on request, each
+  through an intermediate that exits at once: the worker is re-parented to the supervisor (a
+  child subreaper), so it outlives a zygote that dies.
 
-Either way each pid is reaped by exactly one process. Children start in a process group of their
-own, so a Ctrl-C on the supervisor's terminal reaches the supervisor only; it stops them in order.
+Either way every child is the supervisor's, reaped by its ``waitpid(-1, WNOHANG)`` loop
+(:func:`reap`), and a lost zygote costs nothing but a new one at the next spawn. Children start in a
+process group of their own, so a Ctrl-C on the supervisor's terminal reaches the supervisor only; it
+stops them in order.
 """
 
 from __future__ import annotations
@@ -33,23 +34,7 @@ from sriovdp.supervisor.child import ChildSpec, describe_exit
 
 log = logging.getLogger(__name__)
 
-ZYGOTE_ENTRY = "sriovdp.launch.zygote"
-#: glibc's per-thread cache keeps up to 7 freed chunks per size; in the zygote those chunks sit in
-#: pages every child shares, and each child's first allocations of those sizes land in them and
-#: copy the pages. Without the cache, freed chunks go to the ordinary bins, which coalesce and
-#: which ``malloc_trim`` can return: the tree's PSS falls about 2 MB for 8 pools
-#: (docs/benchmarks.md, "What a worker copies"). Set at exec, as glibc reads tunables only then.
-ZYGOTE_GLIBC_TUNABLES = "glibc.malloc.tcache_count=0"
-
-
-def zygote_environ(base: Mapping[str, str]) -> dict[str, str]:
-    """The zygote's environment: ``base`` with :data:`ZYGOTE_GLIBC_TUNABLES` added to any
-    ``GLIBC_TUNABLES`` the operator set (theirs win: a later duplicate would override ours)."""
-    env = dict(base)
-    theirs = env.get("GLIBC_TUNABLES", "")
-    if "glibc.malloc.tcache_count=" not in theirs:
-        env["GLIBC_TUNABLES"] = ":".join(t for t in (ZYGOTE_GLIBC_TUNABLES, theirs) if t)
-    return env
+CHILD_ENTRY = "sriovdp.launch.child"
 
 
 class SpawnError(RuntimeError):
@@ -69,12 +54,8 @@ class Spawner(Protocol):
         """A descriptor to poll for reports, or None when there is none."""
         ...
 
-    def collect(self) -> list[tuple[int, int]]:
-        """Child ends learnt since the last call, as (pid, wait status)."""
-        ...
-
-    def pending(self) -> bool:
-        """Child ends already read (while waiting for a spawn reply) but not yet collected."""
+    def drain(self) -> None:
+        """Reads what the helper wrote to :meth:`fileno` outside a spawn (only its end, today)."""
         ...
 
     def reaped(self, pid: int, status: int) -> bool:
@@ -140,17 +121,14 @@ class ExecSpawner:
         self._python = python
 
     def spawn(self, spec: ChildSpec) -> int:
-        argv = [self._python, "-m", ZYGOTE_ENTRY, "exec", str(os.getpid()), spec.entry]
+        argv = [self._python, "-m", CHILD_ENTRY, str(os.getpid()), spec.entry]
         return _spawn_process([*argv, *spec.argv])
 
     def fileno(self) -> int | None:
         return None
 
-    def collect(self) -> list[tuple[int, int]]:
-        return []
-
-    def pending(self) -> bool:
-        return False
+    def drain(self) -> None:
+        return None
 
     def reaped(self, pid: int, status: int) -> bool:
         return False
@@ -177,7 +155,6 @@ class ZygoteSpawner:
         self._req_w: int | None = None
         self._rep_r: int | None = None
         self._unpacker = msgpack.Unpacker(raw=False, max_buffer_size=1 << 20)
-        self._ended: list[tuple[int, int]] = []
         self._next_id = 0
         self.starts = 0
 
@@ -192,7 +169,7 @@ class ZygoteSpawner:
         argv = [self._python, "-m", "sriovdp.workers", "zygote", "--parent", str(os.getpid())]
         argv += ["--requests", str(req_r), "--reports", str(rep_w)]
         try:
-            self.pid = _spawn_process(argv, (req_r, rep_w), zygote_environ(os.environ))
+            self.pid = _spawn_process(argv, (req_r, rep_w), os.environ)
         except SpawnError:
             for fd in (req_r, req_w, rep_r, rep_w):
                 os.close(fd)
@@ -211,7 +188,7 @@ class ZygoteSpawner:
             log.info("zygote pid %d ended: %s", self.pid, why)
         else:
             log.warning("zygote pid %d lost: %s", self.pid, why)
-        self._drain()
+        self.drain()
         for fd in (self._req_w, self._rep_r):
             if fd is not None:
                 with contextlib.suppress(OSError):
@@ -221,7 +198,7 @@ class ZygoteSpawner:
 
     # reports
 
-    def _drain(self) -> None:
+    def drain(self) -> None:
         """Reads every report waiting in the pipe without blocking."""
         if self._rep_r is None:
             return
@@ -243,27 +220,13 @@ class ZygoteSpawner:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
-    def _note(self, frame: object) -> dict[str, Any] | None:
-        """Keeps exit reports; returns other frames to the caller waiting for them."""
-        if not isinstance(frame, dict):
-            return None
-        if frame.get("op") == "exited":
-            pid, status = frame.get("pid"), frame.get("status")
-            if isinstance(pid, int) and isinstance(status, int):
-                self._ended.append((pid, status))
-            return None
-        return frame
+    @staticmethod
+    def _note(frame: object) -> dict[str, Any] | None:
+        """A reply frame, or None for anything else (the zygote sends nothing else)."""
+        return frame if isinstance(frame, dict) else None
 
     def fileno(self) -> int | None:
         return self._rep_r
-
-    def collect(self) -> list[tuple[int, int]]:
-        self._drain()
-        ended, self._ended = self._ended, []
-        return ended
-
-    def pending(self) -> bool:
-        return bool(self._ended)
 
     def reaped(self, pid: int, status: int) -> bool:
         if pid != self.pid:
@@ -310,7 +273,7 @@ class ZygoteSpawner:
                 raise SpawnError("zygote closed its report pipe")
             self._unpacker.feed(data)
             answer: dict[str, Any] | None = None
-            for frame in self._unpacker:  # every frame: exit reports after the reply count too
+            for frame in self._unpacker:
                 reply = self._note(frame)
                 if reply is not None and reply.get("id") == rid:
                     answer = reply
