@@ -339,6 +339,9 @@ class Supervisor:
             children=tuple(self.arbiter.rows()),
             bus={"forwarded": bus.forwarded, "dropped": bus.dropped, "replayed": bus.replayed},
             control={"requests": ctl.requests, "errors": ctl.errors, "dropped": ctl.dropped},
+            zygote={"pid": self.spawner.helper_pid(), "starts": self.spawner.starts}
+            if self.spawner.mode == "zygote"
+            else {},
         )
 
     def reload(self) -> ReloadResult | None:

@@ -45,6 +45,7 @@ class Spawner(Protocol):
     """What the arbiter needs from a way of starting children."""
 
     mode: str
+    starts: int  # how often the helper process (the zygote) was started
 
     def spawn(self, spec: ChildSpec) -> int:
         """Starts one child; returns its pid or raises SpawnError."""
@@ -116,6 +117,7 @@ class ExecSpawner:
     """A fresh interpreter per child (fork+exec through posix_spawn)."""
 
     mode = "exec"
+    starts = 0  # no helper process
 
     def __init__(self, python: str = sys.executable) -> None:
         self._python = python

@@ -10,7 +10,8 @@ JSON shape of ``sriov-supervisor status --json`` (version 1; times in seconds, a
       "version": 1,
       "supervisor": {
         "pid": 4242, "uptime": 12.5, "generation": 1, "config_file": "/etc/pcidp/config.json",
-        "spawn_mode": "zygote", "last_reload_error": null | ["message", ...],
+        "spawn_mode": "zygote", "zygote": {"pid": 4244 | null, "starts": 1},
+        "last_reload_error": null | ["message", ...],
         "bus": {"forwarded": 120, "dropped": 0}, "control": {"requests": 3, "dropped": 0}
       },
       "children": [
@@ -64,6 +65,8 @@ class SupervisorStatus:
     children: tuple[ChildRow, ...]
     bus: dict[str, int] = dataclasses.field(default_factory=dict)
     control: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: spawn mode zygote: its pid while one runs (a new one starts at the next spawn), and starts
+    zygote: dict[str, int | None] = dataclasses.field(default_factory=dict)
 
     @property
     def all_running(self) -> bool:
@@ -85,6 +88,7 @@ class SupervisorStatus:
             else None,
             "bus": dict(self.bus),
             "control": dict(self.control),
+            "zygote": dict(self.zygote),
         }
         rows = [dataclasses.asdict(row) for row in self.children]
         for row in rows:
@@ -112,6 +116,7 @@ class SupervisorStatus:
                 children=children,
                 bus=dict(head.get("bus", {})),
                 control=dict(head.get("control", {})),
+                zygote=dict(head.get("zygote", {})),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed status: {exc!r}") from exc
@@ -144,10 +149,13 @@ def _registered(row: ChildRow) -> str:
 
 def render_table(status: SupervisorStatus) -> str:
     """The human view: a header line, then one aligned row per child."""
+    mode = f"spawn mode {status.spawn_mode}"
+    if status.zygote:
+        zygote = status.zygote
+        mode += f" (zygote pid {zygote.get('pid') or '-'}, started {zygote.get('starts')}x)"
     lines = [
         f"supervisor pid {status.pid}, up {format_duration(status.uptime)}, "
-        f"config generation {status.generation} ({status.config_file}), "
-        f"spawn mode {status.spawn_mode}"
+        f"config generation {status.generation} ({status.config_file}), {mode}"
     ]
     if status.last_reload_error:
         lines.append("last reload FAILED, still running the previous config:")

@@ -1,0 +1,118 @@
+"""Per-pool isolation includes the zygote; nothing outlives the supervisor (real supervisor, real
+plugin workers, the kubelet stand-in; no root needed).
+
+- SIGKILL of the zygote: every worker keeps running under the same pid with its ListAndWatch
+  stream unbroken; the supervisor keeps supervising them (they are its children) and starts a new
+  zygote when a worker later has to be restarted.
+- SIGKILL of the supervisor: the zygote and every worker are gone within 2 s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sriovdp.simnode import demo_config, demo_node
+from sriovdp.simnode.kubelet import KubeletStandIn
+from tests.integration.test_supervisor_lifecycle import Supervisor, pid_alive, wait_until
+from tests.integration.test_supervisor_plugins import Stream, all_up
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def sup(tmp_path: Path) -> Iterator[tuple[Supervisor, KubeletStandIn]]:
+    demo_node(tmp_path / "sys")
+    (tmp_path / "proc" / "net").mkdir(parents=True)
+    (tmp_path / "plugins").mkdir()
+    kubelet = KubeletStandIn(tmp_path / "plugins")
+    args: tuple[str, ...] = ("--proc-root", str(tmp_path / "proc"))
+    args += ("--devinfo-dir", str(tmp_path / "devinfo"), "--cdi-dir", str(tmp_path / "cdi"))
+    supervisor = Supervisor(
+        tmp_path, mode="zygote", entry=None, args=args, config_text=json.dumps(demo_config())
+    )
+    try:
+        assert kubelet.wait_for(all_up, 30), supervisor.log_text()
+        yield supervisor, kubelet
+    finally:
+        if supervisor.proc.poll() is None:
+            supervisor.proc.kill()
+            supervisor.proc.wait()
+        kubelet.stop()
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def zygote_pid(s: Supervisor) -> int | None:
+    pid = s.status()["supervisor"]["zygote"]["pid"]
+    assert pid is None or isinstance(pid, int)
+    return pid
+
+
+def test_sigkill_of_the_zygote_leaves_every_pool_serving(
+    sup: tuple[Supervisor, KubeletStandIn], tmp_path: Path
+) -> None:
+    s, kubelet = sup
+    rows = s.wait_running()
+    workers = {n: r["pid"] for n, r in rows.items() if r["role"] == "plugin"}
+    assert len(workers) == 3
+    for pid in workers.values():
+        assert parent_of(pid) == s.proc.pid  # the supervisor's, not the zygote's
+    streams = []
+    for resource in kubelet.allocatable():
+        endpoint = kubelet.endpoint(resource)
+        assert endpoint is not None
+        streams.append(Stream(tmp_path / "plugins" / endpoint))
+    try:
+        wait_until(lambda: all(st.lists >= 1 for st in streams))
+        zygote = zygote_pid(s)
+        assert zygote is not None
+        os.kill(zygote, signal.SIGKILL)
+        wait_until(lambda: zygote_pid(s) is None, what="the supervisor to reap the zygote")
+        time.sleep(1.0)  # anything tied to the zygote would be gone by now
+        assert not any(st.ended.is_set() for st in streams)
+        rows = s.rows()
+        assert {n: rows[n]["pid"] for n in workers} == workers
+        assert all(rows[n]["state"] == "RUNNING" and rows[n]["restarts"] == 0 for n in workers)
+        assert all(kubelet.connected(r) for r in kubelet.allocatable())
+
+        # a worker that dies now is still seen (reaped by the supervisor) and comes back
+        # through a new zygote
+        victim = "intel-com_sriov_uio"
+        os.kill(workers[victim], signal.SIGKILL)
+        wait_until(lambda: s.rows()[victim]["pid"] not in (None, workers[victim]))
+        rows = s.wait_running()
+        assert rows[victim]["restarts"] == 1
+        assert rows[victim]["last_exit"] == "signal SIGKILL"
+        assert s.status()["supervisor"]["zygote"]["starts"] == 2
+        assert parent_of(rows[victim]["pid"]) == s.proc.pid
+        assert kubelet.wait_for(all_up, 30)
+        others = [st for st in streams if not st.ended.is_set()]
+        assert len(others) >= 2  # only the victim's own stream may have ended
+    finally:
+        for st in streams:
+            st.close()
+    assert s.stop() == 0
+
+
+def test_sigkill_of_the_supervisor_ends_zygote_and_workers_within_2_s(
+    sup: tuple[Supervisor, KubeletStandIn],
+) -> None:
+    s, _ = sup
+    rows = s.wait_running()
+    zygote = zygote_pid(s)
+    assert zygote is not None
+    pids = [zygote, *(r["pid"] for r in rows.values())]
+    os.kill(s.proc.pid, signal.SIGKILL)
+    s.proc.wait()
+    killed_at = time.monotonic()
+    wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=10, what="children to end")
+    assert time.monotonic() - killed_at < 2.0
