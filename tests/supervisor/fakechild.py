@@ -17,9 +17,9 @@ import sys
 import time
 from pathlib import Path
 
+from sriovdp.launch.runtime import StopFlag
 from sriovdp.shared.bus import BusClient
 from sriovdp.shared.messages import PoolSummary, WorkerHeartbeat, WorkerReady
-from sriovdp.launch.runtime import StopFlag
 
 HEARTBEAT_INTERVAL = 0.2
 

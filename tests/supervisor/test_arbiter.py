@@ -8,6 +8,7 @@ import signal
 import pytest
 
 from sriovdp.shared import exitcodes
+from sriovdp.shared.backoff import BackoffPolicy
 from sriovdp.shared.messages import (
     Envelope,
     Message,
@@ -17,7 +18,6 @@ from sriovdp.shared.messages import (
     WorkerStateChanged,
 )
 from sriovdp.supervisor.arbiter import Arbiter, Timeouts
-from sriovdp.shared.backoff import BackoffPolicy
 from sriovdp.supervisor.child import ChildSpec
 from sriovdp.supervisor.spawn import SpawnError
 from sriovdp.supervisor.states import ChildState, InvalidTransition

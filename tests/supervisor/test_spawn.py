@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sriovdp.supervisor.child import ChildSpec, describe_exit
 from sriovdp.shared import libc
+from sriovdp.supervisor.child import ChildSpec, describe_exit
 from sriovdp.supervisor.spawn import (
     ExecSpawner,
     SpawnError,
