@@ -104,12 +104,12 @@ def console_scripts() -> dict[str, str]:
     return scripts
 
 
-def test_multi_stage_on_slim_python_311(stages: list[Stage]) -> None:
+def test_multi_stage_on_slim_python_313(stages: list[Stage]) -> None:
     assert len(stages) >= 2
     builder, final = stages[0], stages[-1]
     assert builder.name
     for stage in stages:
-        assert stage.base.startswith("python:3.11-slim"), stage.base
+        assert stage.base.startswith("python:3.13-slim"), stage.base
     # the final stage takes only the builder's wheels, nothing else from it
     assert not final.all("COPY"), "the final stage copies files instead of installing wheels"
     (install,) = [r for r in final.all("RUN") if "pip install" in r]
