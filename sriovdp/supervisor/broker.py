@@ -7,11 +7,6 @@ arrives, so a worker started at any time learns the current link and kubelet sta
 zguide's "last value cache"). Replays reach every matching subscriber; consumers drop what is not
 newer than what they already applied (``seq``).
 
-Heartbeats, the whole of the bus traffic on an idle node, can take a shorter way: given an
-``on_heartbeat`` callback, the broker checks them with ``messages.heartbeat_from`` (as strict as
-``messages.decode``, without building objects) and hands over ``(name, pid)`` instead of an
-envelope; anything else, or a heartbeat it does not accept, is decoded in full.
-
 The broker owns no thread and no loop: the supervisor's single loop polls both sockets and calls
 :meth:`Broker.handle_pull` / :meth:`Broker.handle_xpub`. Anything malformed is dropped and counted,
 never raised.
@@ -33,10 +28,8 @@ from sriovdp.shared.messages import (
     Message,
     MessageError,
     SequenceCounter,
-    WorkerHeartbeat,
     decode,
     encode,
-    heartbeat_from,
 )
 
 log = logging.getLogger(__name__)
@@ -72,12 +65,10 @@ class Broker:
         run_dir: Path,
         on_message: Callable[[Envelope], None] | None = None,
         src: str = "supervisor",
-        on_heartbeat: Callable[[str, int], None] | None = None,
     ) -> None:
         rd = RunDir(run_dir)
         self.stats = BrokerStats()
         self._on_message = on_message
-        self._on_heartbeat = on_heartbeat
         self._src = src
         self._seq = SequenceCounter()
         self._cache: dict[bytes, bytes] = {}
@@ -144,12 +135,6 @@ class Broker:
             self.stats.drop("wrong frame count")
             log.warning("bus: dropped a message of %d frames", len(frames))
             return
-        if self._on_heartbeat is not None:
-            beat = heartbeat_from(frames[0], frames[1])  # the idle load, checked without objects
-            if beat is not None:
-                self._forward(frames[0], frames[1], WorkerHeartbeat.RETAINED)
-                self._on_heartbeat(*beat)
-                return
         try:
             env = decode(frames[0], frames[1])
         except MessageError as exc:

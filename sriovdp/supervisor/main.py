@@ -157,7 +157,6 @@ class Supervisor:
             self._ctx,
             Path(self.opts.run_dir),
             on_message=self._on_bus,
-            on_heartbeat=self._on_heartbeat,
         )
         self.control = ControlServer(self._ctx, Path(self.opts.run_dir), self._handlers())
         self.arbiter = Arbiter(
@@ -312,10 +311,6 @@ class Supervisor:
             self._bus_news = True
         if self.arbiter is not None:
             self.arbiter.on_message(env)
-
-    def _on_heartbeat(self, name: str, pid: int) -> None:
-        if self.arbiter is not None:
-            self.arbiter.on_heartbeat(name, pid)
 
     def _handlers(self) -> Mapping[str, Callable[[Mapping[str, Any]], Any]]:
         return {

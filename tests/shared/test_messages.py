@@ -21,7 +21,6 @@ from sriovdp.shared.messages import (
     WorkerStateChanged,
     decode,
     encode,
-    heartbeat_from,
 )
 
 SAMPLES: list[Message] = [
@@ -138,18 +137,15 @@ def _heartbeat_variants() -> list[tuple[bytes, bytes]]:
     return out
 
 
-def test_the_heartbeat_shortcut_accepts_exactly_what_decode_accepts() -> None:
-    """heartbeat_from() is the supervisor's idle path; decode() is the reference: on every
-    variant it must give the same verdict and the same (name, pid)."""
+def test_every_change_of_a_heartbeat_is_decoded_or_refused_never_a_crash() -> None:
+    """The supervisor decodes every bus frame: each variant gives a message or a MessageError."""
     accepted = 0
     for topic, payload in _heartbeat_variants():
         try:
             env = decode(topic, payload)
         except MessageError:
-            expected = None
-        else:
-            msg = env.message
-            expected = (msg.name, msg.pid) if isinstance(msg, WorkerHeartbeat) else None
-        assert heartbeat_from(topic, payload) == expected, (topic, payload)
-        accepted += expected is not None
-    assert accepted >= 5  # the valid ones (and a few changes decode tolerates) got through
+            continue
+        assert env.topic == topic.decode()
+        assert env.message.topic() == env.topic
+        accepted += 1
+    assert accepted >= 2  # the valid heartbeat, and a valid READY among the variants
