@@ -156,7 +156,7 @@ def _kind(value: Any) -> str:
 
 def _did_you_mean(word: str, choices: Iterable[str]) -> str:
     choices = list(choices)
-    import difflib  # only when a config has a typo: 0.2 MB the supervisor would carry for good
+    import difflib  # only when a config has a typo: the supervisor would carry it for good
 
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     if not close:

@@ -144,7 +144,8 @@ def run_command(  # noqa: PLR0917 (one parameter per click option)
     if checked_config(opts) is None:
         sys.exit(exitcodes.INVALID_CONFIG)
     # The supervisor runs for the life of the node: it becomes a fresh interpreter (same pid)
-    # that never imports click (python -m sriovdp.supervisor), ~1.3 MB less for good.
+    # that never imports click (python -m sriovdp.supervisor): the CLI's imports are not carried
+    # for months.
     argv = [sys.executable, "-m", "sriovdp.supervisor", "--options", options_to_json(opts)]
     sys.stdout.flush()
     sys.stderr.flush()

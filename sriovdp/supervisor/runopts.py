@@ -21,8 +21,8 @@ from sriovdp.shared.model import NodeConfig
 #: the module whose ``main(argv) -> int`` every real child runs (``python -m sriovdp.workers``)
 WORKERS_ENTRY = "sriovdp.workers.__main__"
 
-#: measured (bench/bench_supervisor.py): forked from a preloaded zygote, 8 pools cost about half
-#: the memory of 8 fresh interpreters and register faster; exec stays selectable
+#: workers forked from a preloaded zygote share its pages and start faster than fresh
+#: interpreters (docs/benchmarks.md); exec stays selectable
 DEFAULT_SPAWN_MODE = "zygote"
 SPAWN_MODES = ("zygote", "exec")
 INFRA_ROLES = ("health-monitor", "kubelet-watcher")
@@ -39,13 +39,10 @@ class Timeouts:
     def heartbeat_interval(self) -> float:
         """How often children beat: three beats may be lost before the timeout strikes.
 
-        45 s / 15 s (was 30 s / 10 s): at idle the heartbeats are the only periodic traffic of
-        the tree, each one a wake-up of its child, of the child's zmq I/O thread and of both
-        supervisor threads (about 0.14 ms in the supervisor alone), so the whole tree's idle
-        cost scales with 1/interval. What the timeout buys is the detection of a child whose
-        main loop hangs while its process lives (a crash is seen at once through SIGCHLD or a
-        zygote report); finding that out after 45 s instead of 30 s costs little. 15 s keeps the
-        plugin's 30 s rescan in every other heartbeat's wake-up.
+        At idle the heartbeats are the only periodic traffic of the tree, each one a wake-up of
+        its child and of the supervisor, so the tree's idle cost scales with 1/interval. What
+        the timeout buys is the detection of a child whose main loop hangs while its process
+        lives (a crash is seen at once through SIGCHLD); 45 s is soon enough for that.
         """
         return round(self.heartbeat / 3, 3)
 

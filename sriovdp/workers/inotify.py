@@ -88,8 +88,8 @@ def decode_events(data: bytes) -> list[Event]:
 
 def _libc() -> ctypes.CDLL:
     # the symbols already loaded into the process, libc's among them: ``ctypes.util.find_library``
-    # would run ``ldconfig -p`` in a subprocess and parse its output (about 0.5 MB of memory in a
-    # kubelet watcher forked from the zygote, for a name the process has already loaded)
+    # would run ``ldconfig -p`` in a subprocess and parse its output, for a library the process
+    # has already loaded
     libc = ctypes.CDLL(None, use_errno=True)
     if not hasattr(libc, "inotify_init1"):
         raise OSError(errno.ENOSYS, "libc has no inotify_init1")
