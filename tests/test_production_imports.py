@@ -30,8 +30,9 @@ _PROBE = """
 import importlib, json, sys
 for name in sys.argv[1].split(","):
     importlib.import_module(name)
+support = ("sriovdp.simnode", "tests")
 print(json.dumps(sorted(m for m in sys.modules
-                        if m.startswith("sriovdp.simnode") or m == "tests" or m.startswith("tests."))))
+                        if any(m == s or m.startswith(s + ".") for s in support))))
 """
 
 
