@@ -6,14 +6,25 @@ here and deleted afterwards. Creating one needs root; callers skip with :data:`S
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from typing import Any
 
 CAN_CREATE = os.geteuid() == 0 and shutil.which("ip") is not None
 SKIP_REASON = "needs root and iproute2 to create network namespaces and veth pairs"
+_CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, _CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
 
 
 class NetNS:
@@ -69,6 +80,27 @@ class NetNS:
             name: state == "UP" and carrier
             for name, (state, carrier) in self.kernel_links().items()
         }
+
+    @contextlib.contextmanager
+    def entered(self) -> Iterator[None]:
+        """Runs the block with the calling thread inside the namespace, then moves it back.
+
+        A socket made in the block stays in the namespace after it (how a test process opens a
+        netlink socket that sees only this namespace's links).
+        """
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            target = os.open(f"/run/netns/{self.name}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                _setns(target)
+            finally:
+                os.close(target)
+            try:
+                yield
+            finally:
+                _setns(home)
+        finally:
+            os.close(home)
 
     def popen(self, argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
         """Starts a process inside the namespace."""
