@@ -1,9 +1,10 @@
 """Health monitor process: owns the netlink link socket and the table of link states.
 
-``python -m sriovdp.workers health-monitor --name N --run-dir R``. Joins ``RTMGRP_LINK`` first,
-then dumps every link and publishes each one's full state as a retained
-:class:`~sriovdp.shared.messages.LinkState` on ``link.<ifname>.state``; afterwards it publishes each
-change as it arrives (identical states are not repeated). A removed link is published with
+``python -m sriovdp.workers health-monitor --name N --run-dir R``. Reads link events with pyroute2
+(its ``IPRSocket``; :mod:`sriovdp.workers.netlink` says why that class). Joins ``RTMGRP_LINK``
+first, then dumps every link and publishes each one's full state as a retained
+:class:`~sriovdp.shared.messages.LinkState` on ``link.<ifname>.state``; afterwards it publishes
+each change as it arrives (identical states are not repeated). A removed link is published with
 ``present=false``; a renamed one as its old name gone and its new name present.
 
 Recovery: a netlink overflow (``ENOBUFS``) or any other socket error closes the socket, opens a new
@@ -30,12 +31,12 @@ from typing import Protocol
 
 import zmq
 
+from sriovdp.launch import runtime
+from sriovdp.launch.wakeup import WakeupPipe
 from sriovdp.shared import logs
 from sriovdp.shared.bus import BusClient
 from sriovdp.shared.messages import LinkState, Message, WorkerHeartbeat, WorkerReady
-from sriovdp.launch import runtime
-from sriovdp.workers.netlink import DEFAULT_RCVBUF, NOT_PRESENT, DumpDone, LinkFact, LinkSocket
-from sriovdp.launch.wakeup import WakeupPipe
+from sriovdp.workers.netlink import DEFAULT_RCVBUF, NOT_PRESENT, DumpDone, LinkSocket
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +231,7 @@ class HealthMonitor:
             self._apply(item)
 
     def _apply(self, item: object) -> None:
-        if isinstance(item, LinkFact):
+        if isinstance(item, LinkState):
             self.stats.events += 1
             if self._dump_seq is not None:
                 self._dump_seen.add(item.ifindex)

@@ -1,70 +1,53 @@
-"""Health monitor process: the rtnetlink link socket and the decoding of link messages.
+"""Health monitor process: its rtnetlink link socket (pyroute2) and the mapping of link messages to
+our :class:`~sriovdp.shared.messages.LinkState`.
 
-Owns one ``AF_NETLINK``/``NETLINK_ROUTE`` socket bound to ``RTMGRP_LINK`` only: a plain,
-non-blocking kernel socket, so the caller polls :meth:`LinkSocket.fileno`, reads everything
-waiting with :meth:`LinkSocket.read`, and gets ``ENOBUFS`` (netlink overflow) as an ``OSError`` it
-can count and recover from (pyroute2 0.9's ``IPRoute`` reads through an asyncio transport that
-turns every receive error into a generic connection loss and queues data a ``poll()`` cannot see).
+pyroute2 reads and decodes; what is ours is which messages count and how they become states.
 
-Messages are decoded here with :mod:`struct` (:func:`parse`): the netlink header, ``ifinfomsg``
-and three link attributes, ``IFLA_IFNAME``, ``IFLA_OPERSTATE`` and ``IFLA_CARRIER``, read as
-pyroute2's ``ifinfmsg`` reads them (tests compare the two on a real dump). Importing pyroute2's
-marshal and ``ifinfmsg`` instead cost the health monitor about 3 MB of private memory; its
-``__init__`` (every API of the library) about 13 MB more.
+Socket: :class:`pyroute2.IPRSocket` (``pyroute2.netlink.rtnl.iprsocket``), pyroute2's synchronous
+rtnetlink socket, used through its public API only: ``bind(groups=RTMGRP_LINK)`` joins the link
+multicast group, ``put()`` sends the dump request, ``get()`` receives one datagram and decodes it
+with pyroute2's ``MarshalRtnl`` into ``ifinfmsg`` messages. Its ``socket`` property is a plain
+kernel socket: we set it non-blocking (``get()`` then raises ``BlockingIOError`` once drained),
+poll its ``fileno()``, and size its receive buffer with ``setsockopt``. A receive-buffer overflow is
+the kernel's ``ENOBUFS`` from ``recv()``, which ``get()`` raises unchanged as ``OSError``.
 
-Sequence: :meth:`open` binds to the multicast group first, then :meth:`request_dump` asks for every
-link. Dump answers and change events arrive interleaved on the same socket, in kernel order, so
-applying everything in arrival order ends in the kernel's state.
+Not :class:`pyroute2.IPRoute`: in pyroute2 0.9 it reads through an asyncio datagram transport.
+Measured with a 2 KB receive buffer and 200 link toggles in a namespace: its ``get()`` does raise
+``OSError(ENOBUFS)``, but the transport has already drained the kernel socket into a Python queue
+that ``poll()`` cannot see (the descriptor is not readable while messages wait), ``get()`` blocks
+until a message arrives (no non-blocking read for a loop that also polls the bus and the signal
+pipe), and after the error every later call raises it again (the object is spent).
+
+Sequence: :meth:`LinkSocket.open` binds to the multicast group first, then
+:meth:`LinkSocket.request_dump` asks for every link. Dump answers and change events arrive
+interleaved on the same socket in kernel order, so applying everything in arrival order ends in the
+kernel's state. No pyroute2 object exists before :meth:`LinkSocket.open` (the process may be forked
+from a zygote after imports).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
-import struct
 from dataclasses import dataclass
+from typing import Any
 
-# <linux/netlink.h>, <linux/rtnetlink.h>, <linux/if_link.h>
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLM_F_REQUEST = 0x1
-NLM_F_DUMP_INTR = 0x10
-NLM_F_DUMP = 0x300
-RTM_NEWLINK = 16
-RTM_DELLINK = 17
-RTM_GETLINK = 18
-RTMGRP_LINK = 0x1
-IFLA_IFNAME = 3
-IFLA_OPERSTATE = 16
-IFLA_CARRIER = 33
-_NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED and NLA_F_NET_BYTEORDER
-#: ``IF_OPER_*`` (RFC 2863 operational states), by value
-OPERSTATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")
+from pyroute2 import IPRSocket
+from pyroute2.netlink import NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NLMSG_DONE
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl import RTM_DELLINK, RTM_GETLINK, RTM_NEWLINK, RTMGRP_LINK
+from pyroute2.netlink.rtnl.ifinfmsg import IFF_LOWER_UP, ifinfmsg
 
-_NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, sequence number, port id
-_IFINFOMSG = struct.Struct("=BxHiII")  # family, pad, type, index, flags, change
-_NLATTR = struct.Struct("=HH")  # length, type
-_ERRCODE = struct.Struct("=i")
+from sriovdp.shared.messages import LinkState
 
-#: large enough for a burst of thousands of link events; SO_RCVBUFFORCE needs CAP_NET_ADMIN
+#: large enough for a burst of thousands of link events; above ``net.core.rmem_max`` it needs
+#: CAP_NET_ADMIN (SO_RCVBUFFORCE)
 DEFAULT_RCVBUF = 4 * 1024 * 1024
-_RECV_SIZE = 256 * 1024
-_IFF_LOWER_UP = 0x10000
-_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+SO_RCVBUFFORCE = 33  # <asm-generic/socket.h>; not exported by Python's socket module
 #: operstate published for a link that no longer exists
 NOT_PRESENT = "NOTPRESENT"
-
-
-@dataclass(frozen=True, slots=True)
-class LinkFact:
-    """One decoded link message: the link's full state as the kernel reported it."""
-
-    ifname: str
-    ifindex: int
-    operstate: str
-    carrier: bool
-    present: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,111 +58,75 @@ class DumpDone:
     interrupted: bool
 
 
-class DumpFailed(OSError):
-    """The kernel answered the dump request with an error."""
+def link_state(msg: Any) -> LinkState | None:
+    """The state an ``RTM_NEWLINK``/``RTM_DELLINK`` message (a pyroute2 ``ifinfmsg``) reports.
 
-
-def _align(n: int) -> int:
-    return (n + 3) & ~3
-
-
-def _link_attrs(data: bytes, offset: int, end: int) -> dict[int, bytes]:
-    """The first payload of each attribute type in ``data[offset:end]`` (a malformed attribute
-    ends the walk: what came before it stays)."""
-    attrs: dict[int, bytes] = {}
-    while offset + _NLATTR.size <= end:
-        length, kind = _NLATTR.unpack_from(data, offset)
-        if length < _NLATTR.size or offset + length > end:
-            break
-        attrs.setdefault(kind & _NLA_TYPE_MASK, data[offset + _NLATTR.size : offset + length])
-        offset += _align(length)
-    return attrs
-
-
-def decode_link(kind: int, data: bytes, offset: int, end: int) -> LinkFact | None:
-    """A LinkFact from the payload of an RTM_NEWLINK/RTM_DELLINK message, None if unusable
-    (too short, or without an interface name)."""
-    if offset + _IFINFOMSG.size > end:
-        return None
-    _family, _type, ifindex, flags, _change = _IFINFOMSG.unpack_from(data, offset)
-    attrs = _link_attrs(data, offset + _IFINFOMSG.size, end)
-    raw_name = attrs.get(IFLA_IFNAME, b"").strip(b"\0")
-    try:
-        ifname = raw_name.decode()
-    except UnicodeDecodeError:
-        return None
-    if not ifname:
-        return None
-    if kind == RTM_DELLINK:
-        return LinkFact(ifname, ifindex, NOT_PRESENT, False, False)
-    state = attrs.get(IFLA_OPERSTATE, b"")
-    operstate = "UNKNOWN"  # missing, or a value newer than this table
-    if state and state[0] < len(OPERSTATES):
-        operstate = OPERSTATES[state[0]]
-    carrier_attr = attrs.get(IFLA_CARRIER, b"")
-    # old kernels have no IFLA_CARRIER: the IFF_LOWER_UP flag says the same
-    carrier = bool(carrier_attr[0]) if carrier_attr else bool(flags & _IFF_LOWER_UP)
-    return LinkFact(ifname, ifindex, operstate, carrier, True)
-
-
-def parse(data: bytes, own_port: int) -> list[LinkFact | DumpDone]:
-    """Decodes one datagram read from a link socket bound to port ``own_port``.
-
-    Link messages become :class:`LinkFact`, the end of one of our dumps :class:`DumpDone`;
-    anything else is skipped, and so is whatever follows a message whose length does not fit.
-    Raises ``OSError(ENOBUFS)`` for an overflow reported as an error message and
-    :class:`DumpFailed` for any other error the kernel answers a request with.
+    None for messages that are not about a link's existence: other address families (the bridge
+    family's ``RTM_DELLINK`` only means a port left its bridge), or no usable interface name.
     """
-    out: list[LinkFact | DumpDone] = []
-    offset = 0
-    while offset + _NLMSGHDR.size <= len(data):
-        length, kind, flags, seq, port = _NLMSGHDR.unpack_from(data, offset)
-        end = offset + length
-        if length < _NLMSGHDR.size or end > len(data):
-            break
-        body = offset + _NLMSGHDR.size
-        if kind in (RTM_NEWLINK, RTM_DELLINK):
-            if port in (0, own_port):  # else the answer to someone else's request
-                fact = decode_link(kind, data, body, end)
-                if fact is not None:
-                    out.append(fact)
-        elif kind == NLMSG_DONE and port == own_port:
-            out.append(DumpDone(seq, bool(flags & NLM_F_DUMP_INTR)))
-        elif kind == NLMSG_ERROR and body + _ERRCODE.size <= end:
-            (code,) = _ERRCODE.unpack_from(data, body)
-            code = abs(code)
-            if code == errno.ENOBUFS:
-                raise OSError(errno.ENOBUFS, os.strerror(errno.ENOBUFS))
-            if code:  # 0 is an acknowledgement
-                raise DumpFailed(code, f"link dump refused: {os.strerror(code)}")
-        offset += _align(length)
+    if msg["family"] != socket.AF_UNSPEC:
+        return None
+    ifname = msg.get_attr("IFLA_IFNAME")
+    if not isinstance(ifname, str) or not ifname:  # pyroute2 leaves a non-UTF-8 name as bytes
+        return None
+    if msg["header"]["type"] == RTM_DELLINK:
+        return LinkState(ifname, msg["index"], NOT_PRESENT, False, False)
+    operstate = msg.get_attr("IFLA_OPERSTATE")
+    if not isinstance(operstate, str):  # missing, or a value newer than pyroute2's table (bytes)
+        operstate = "UNKNOWN"
+    carrier = msg.get_attr("IFLA_CARRIER")
+    if carrier is None:  # old kernels have no IFLA_CARRIER: the IFF_LOWER_UP flag says the same
+        carrier = msg["flags"] & IFF_LOWER_UP
+    return LinkState(ifname, msg["index"], operstate, bool(carrier), True)
+
+
+def facts(messages: list[Any]) -> list[LinkState | DumpDone]:
+    """Link states and dump ends from decoded messages; anything else is skipped.
+
+    Raises ``OSError`` for an error the kernel reported in a message (``ENOBUFS``: overflow; any
+    other code: a refused dump request).
+    """
+    out: list[LinkState | DumpDone] = []
+    for msg in messages:
+        header = msg["header"]
+        error = header.get("error")
+        if isinstance(error, OSError):
+            raise error
+        if isinstance(error, NetlinkError):
+            raise OSError(error.code, f"link dump refused: {os.strerror(error.code)}")
+        if error is not None:  # pyroute2 could not decode this message: skip it
+            continue
+        if header["type"] in (RTM_NEWLINK, RTM_DELLINK):
+            state = link_state(msg)
+            if state is not None:
+                out.append(state)
+        elif header["type"] == NLMSG_DONE:
+            out.append(DumpDone(header["sequence_number"], bool(header["flags"] & NLM_F_DUMP_INTR)))
     return out
 
 
 class LinkSocket:
-    """A non-blocking rtnetlink socket subscribed to link events only."""
+    """A non-blocking pyroute2 rtnetlink socket subscribed to link events only."""
 
     def __init__(self, rcvbuf: int = DEFAULT_RCVBUF) -> None:
         self._rcvbuf = rcvbuf
-        self._sock: socket.socket | None = None
+        self._sock: Any = None  # IPRSocket
         self._seq = 0
-        self._pid = 0
 
     def open(self) -> None:
         """Creates the socket and joins RTMGRP_LINK (before any dump, so no change is missed)."""
         self.close()
-        sock = socket.socket(
-            socket.AF_NETLINK,
-            socket.SOCK_RAW | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK,
-            socket.NETLINK_ROUTE,
-        )
+        sock = IPRSocket(rcvbuf=self._rcvbuf)
         try:
+            raw = sock.socket
+            raw.setblocking(False)
+            # past net.core.rmem_max, which IPRSocket's own SO_RCVBUF was capped at
+            with contextlib.suppress(PermissionError):
+                raw.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self._rcvbuf)
             try:
-                sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, self._rcvbuf)
-            except PermissionError:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._rcvbuf)
-            sock.bind((0, RTMGRP_LINK))
-            self._pid = int(sock.getsockname()[0])
+                sock.bind(groups=RTMGRP_LINK)
+            except KeyError as exc:  # pyroute2: no free netlink port id for this process
+                raise OSError(errno.EADDRINUSE, f"netlink bind failed: {exc}") from exc
         except BaseException:
             sock.close()
             raise
@@ -190,47 +137,44 @@ class LinkSocket:
             self._sock.close()
             self._sock = None
 
-    def fileno(self) -> int:
+    def _open_socket(self) -> Any:
         if self._sock is None:
             raise OSError(errno.EBADF, "link socket is closed")
-        return self._sock.fileno()
+        return self._sock
+
+    def fileno(self) -> int:
+        fd: int = self._open_socket().socket.fileno()
+        return fd
 
     @property
     def rcvbuf(self) -> int:
         """The receive buffer the kernel granted (twice what was asked, for its bookkeeping)."""
         if self._sock is None:
             return 0
-        return int(self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+        return int(self._sock.socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
 
     def request_dump(self) -> int:
         """Asks for every link; returns the sequence number the answer will carry."""
-        if self._sock is None:
-            raise OSError(errno.EBADF, "link socket is closed")
+        sock = self._open_socket()
         self._seq = self._seq % 0x7FFFFFFF + 1
-        ifinfomsg = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-        header = _NLMSGHDR.pack(
-            _NLMSGHDR.size + len(ifinfomsg), RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, self._seq, 0
-        )
-        self._sock.send(header + ifinfomsg)
+        flags = NLM_F_REQUEST | NLM_F_DUMP
+        sock.put(ifinfmsg(), msg_type=RTM_GETLINK, msg_flags=flags, msg_seq=self._seq)
         return self._seq
 
-    def read(self, max_datagrams: int = 64) -> list[LinkFact | DumpDone]:
+    def read(self, max_datagrams: int = 64) -> list[LinkState | DumpDone]:
         """Decodes what is waiting (at most ``max_datagrams``) without blocking.
 
         Raises ``OSError`` on socket errors: ``ENOBUFS`` means the kernel dropped messages
-        (overflow); :class:`DumpFailed` if the kernel refused the dump request.
+        (overflow); any other error too if the kernel refused the dump request.
         """
-        if self._sock is None:
-            raise OSError(errno.EBADF, "link socket is closed")
-        out: list[LinkFact | DumpDone] = []
+        sock = self._open_socket()
+        out: list[LinkState | DumpDone] = []
         for _ in range(max_datagrams):
             try:
-                data = self._sock.recv(_RECV_SIZE)
+                messages = sock.get()
             except BlockingIOError:
                 break
-            if not data:
-                raise OSError(errno.ECONNRESET, "netlink socket returned no data")
-            out += parse(data, self._pid)
+            out += facts(messages)
         return out
 
     def __enter__(self) -> LinkSocket:

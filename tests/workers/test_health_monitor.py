@@ -18,7 +18,7 @@ import pytest
 
 from sriovdp.shared.messages import LinkState, Message, WorkerHeartbeat, WorkerReady
 from sriovdp.workers.health_monitor import TOMBSTONE_CYCLES, HealthMonitor, LinkTable, parse_args
-from sriovdp.workers.netlink import NOT_PRESENT, DumpDone, LinkFact
+from sriovdp.workers.netlink import NOT_PRESENT, DumpDone
 from tests.harness.broker import BrokerThread
 from tests.harness.netns import NetNS
 from tests.workers.conftest import Listener, Proc, worker_argv
@@ -28,8 +28,8 @@ pytestmark = pytest.mark.timeout(60)
 # --- link table and monitor logic, with a fake netlink socket -----------------------------------
 
 
-def _up(name: str, index: int) -> LinkFact:
-    return LinkFact(name, index, "UP", True, True)
+def _up(name: str, index: int) -> LinkState:
+    return LinkState(name, index, "UP", True, True)
 
 
 def test_options_parse_alike_with_the_parser_built_once(tmp_path: Path) -> None:
@@ -84,7 +84,7 @@ class FakeSource:
         self.seq = 0
         self.pending: list[object] = []
         self.fail: OSError | None = None
-        self.links: dict[int, LinkFact] = {}
+        self.links: dict[int, LinkState] = {}
 
     def open(self) -> None:
         self.opened += 1
@@ -140,7 +140,7 @@ def test_overflow_reopens_dumps_again_and_republishes_everything() -> None:
     monitor.on_readable()
     bus.sent.clear()
     # while events were lost, pf1 went down and pf0 was deleted
-    source.links = {2: LinkFact("pf1", 2, "DOWN", False, True)}
+    source.links = {2: LinkState("pf1", 2, "DOWN", False, True)}
     source.fail = OSError(errno.ENOBUFS, "No buffer space available")
     monitor.on_readable()
     assert monitor.stats.overflows == 1
