@@ -8,7 +8,9 @@ each change as it arrives (identical states are not repeated). A removed link is
 ``present=false``; a renamed one as its old name gone and its new name present.
 
 Recovery: a netlink overflow (``ENOBUFS``) or any other socket error closes the socket, opens a new
-one, dumps again and republishes everything (counted in :class:`MonitorStats`). Every
+one, dumps again and republishes everything (counted in :class:`MonitorStats`). The first reopen is
+immediate; further failures before a dump completes wait :meth:`BackoffPolicy.delay` (a storm that
+keeps overflowing the buffer is not answered with back-to-back full dumps). Every
 ``--republish-interval`` seconds a fresh dump is taken and every state republished, which heals a
 lost bus message or a missed kernel event. Retained states left on the bus by an earlier instance
 for links that no longer exist are corrected to ``present=false`` at start.
@@ -34,6 +36,7 @@ import zmq
 from sriovdp.launch import runtime
 from sriovdp.launch.wakeup import WakeupPipe
 from sriovdp.shared import logs
+from sriovdp.shared.backoff import BackoffPolicy
 from sriovdp.shared.bus import BusClient
 from sriovdp.shared.messages import LinkState, Message, WorkerHeartbeat, WorkerReady
 from sriovdp.workers.netlink import DEFAULT_RCVBUF, NOT_PRESENT, DumpDone, LinkSocket
@@ -47,7 +50,8 @@ STALE_CHECK_WINDOW = 10.0
 #: how many periodic republishes a removed link's ``present=false`` state is repeated before the
 #: table forgets it (pod veths come and go; the table must not grow forever)
 TOMBSTONE_CYCLES = 2
-_REOPEN_DELAY = 1.0
+#: delays between reopen attempts after the first, immediate one (a dump completing resets it)
+REOPEN_BACKOFF = BackoffPolicy(base=0.25, cap=5.0)
 
 
 class Publisher(Protocol):
@@ -165,6 +169,7 @@ class HealthMonitor:
         self._republish_interval = republish_interval
         self._open = False
         self._reopen_at = 0.0
+        self._failures = 0  # socket errors and failed opens since the last complete dump
         self._dump_seq: int | None = None
         self._dump_seen: set[int] = set()
         self._dump_republish = False
@@ -188,10 +193,21 @@ class HealthMonitor:
             self._open = True
             self._request_dump(republish)
         except OSError as exc:
-            self._source.close()
-            self._open = False
-            self._reopen_at = self._clock() + _REOPEN_DELAY
-            log.error("netlink socket could not be opened (%s): %s; retrying", reason, exc)
+            delay = self._close_after_failure()
+            log.error(
+                "netlink socket could not be opened (%s): %s; retry in %.2f s", reason, exc, delay
+            )
+
+    def _close_after_failure(self) -> float:
+        """Closes the socket and schedules the next open: at once after the first failure since
+        the last complete dump, then after :data:`REOPEN_BACKOFF` delays. Returns the delay."""
+        self._source.close()
+        self._open = False
+        self._dump_seq = None
+        self._failures += 1
+        delay = 0.0 if self._failures == 1 else REOPEN_BACKOFF.delay(self._failures - 1)
+        self._reopen_at = self._clock() + delay
+        return delay
 
     def _request_dump(self, republish: bool) -> None:
         self._dump_seq = self._source.request_dump()
@@ -214,7 +230,8 @@ class HealthMonitor:
                 exc,
                 self.stats.socket_errors,
             )
-        self._reopen("error", republish=True)
+        if self._close_after_failure() == 0.0:
+            self._reopen("error", republish=True)
 
     # --- events --------------------------------------------------------------------------------
 
@@ -248,6 +265,7 @@ class HealthMonitor:
 
     def _finish_dump(self) -> None:
         self._dump_seq = None
+        self._failures = 0
         for ifindex in self.table.present_indexes() - self._dump_seen:
             for state in self.table.remove_index(ifindex):
                 self._publish(state)
@@ -281,7 +299,7 @@ class HealthMonitor:
         self._bus.publish(state)
 
     def on_tick(self) -> None:
-        """Timers: reopen after a failed open, periodic dump with full republish."""
+        """Timers: reopen after a failure, periodic dump with full republish."""
         now = self._clock()
         if not self._open and now >= self._reopen_at:
             self._reopen("retry", republish=True)

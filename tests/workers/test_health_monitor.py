@@ -17,7 +17,13 @@ from pathlib import Path
 import pytest
 
 from sriovdp.shared.messages import LinkState, Message, WorkerHeartbeat, WorkerReady
-from sriovdp.workers.health_monitor import TOMBSTONE_CYCLES, HealthMonitor, LinkTable, parse_args
+from sriovdp.workers.health_monitor import (
+    REOPEN_BACKOFF,
+    TOMBSTONE_CYCLES,
+    HealthMonitor,
+    LinkTable,
+    parse_args,
+)
 from sriovdp.workers.netlink import NOT_PRESENT, DumpDone
 from tests.harness.broker import BrokerThread
 from tests.harness.netns import NetNS
@@ -77,16 +83,21 @@ def test_table_forgets_tombstones_after_a_few_cycles() -> None:
 
 
 class FakeSource:
-    """A LinkSource whose reads are scripted; ``fail`` raises an OSError at the next read."""
+    """A LinkSource whose reads are scripted; ``fail`` raises an OSError at the next read,
+    ``refuse_open`` at the next opens."""
 
     def __init__(self) -> None:
         self.opened = 0
         self.seq = 0
         self.pending: list[object] = []
         self.fail: OSError | None = None
+        self.refuse_open = 0
         self.links: dict[int, LinkState] = {}
 
     def open(self) -> None:
+        if self.refuse_open:
+            self.refuse_open -= 1
+            raise OSError(errno.EMFILE, "Too many open files")
         self.opened += 1
 
     def close(self) -> None:
@@ -160,6 +171,31 @@ def test_other_socket_errors_are_counted_apart() -> None:
     monitor.on_readable()
     assert (monitor.stats.overflows, monitor.stats.socket_errors) == (0, 1)
     assert source.opened == 2
+
+
+def test_failures_before_a_complete_dump_back_off_and_a_dump_resets_them() -> None:
+    now = [0.0]
+    monitor, source, _bus = _monitor(lambda: now[0])
+    monitor.start()
+    monitor.on_readable()
+    source.fail = OSError(errno.ENOBUFS, "No buffer space available")
+    source.refuse_open = 3
+    monitor.on_readable()  # the first failure: reopened at once (and the open fails)
+    assert (monitor.stats.overflows, source.opened, monitor.fileno()) == (1, 1, None)
+    waits = []
+    for _ in range(3):  # each failed open waits longer, as REOPEN_BACKOFF says
+        waits.append(monitor.next_deadline() - now[0])
+        now[0] = monitor.next_deadline()
+        monitor.on_tick()
+    assert source.opened == 2 and monitor.fileno() == 99
+    for attempt, wait in enumerate(waits, start=1):
+        low = REOPEN_BACKOFF.delay(attempt, lambda: 1.0)
+        assert low <= wait <= REOPEN_BACKOFF.delay(attempt, lambda: 0.0)
+    assert waits[0] < waits[1] < waits[2]
+    monitor.on_readable()  # the dump completes: the next failure reopens at once again
+    source.fail = OSError(errno.ENOBUFS, "No buffer space available")
+    monitor.on_readable()
+    assert (monitor.stats.overflows, source.opened) == (2, 3)
 
 
 def test_periodic_republish_dumps_and_sends_every_state_again() -> None:
