@@ -1,7 +1,8 @@
 """``python -m sriovdp.workers <role> [options]``: entry point of every child process.
 
 Roles map to modules with a ``main(argv) -> int``; the module is imported only for its role, so a
-kubelet watcher never loads grpc and no worker loads pyroute2.
+kubelet watcher never loads grpc and only the health monitor loads pyroute2. In zygote mode the
+zygote runs this too (role ``zygote``) and calls ``main`` of the others in the children it forks.
 """
 
 from __future__ import annotations
