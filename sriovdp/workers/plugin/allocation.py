@@ -42,7 +42,7 @@ class Prepared:
 
 class AllocationError(Exception):
     """A refused request; ``code`` is the gRPC status name to answer with (a
-    :class:`~sriovdp.workers.grpcwire.status.StatusCode` member name)."""
+    ``grpc.StatusCode`` member name)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)

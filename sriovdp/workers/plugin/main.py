@@ -1,18 +1,23 @@
 """Entry point and main loop of a plugin worker (plugin worker process, one per resource pool).
 
 ``python -m sriovdp.workers plugin --name <child> ...`` (or ``main(argv)`` in a process forked
-from the zygote: nothing here creates gRPC or ZeroMQ objects before ``main`` runs).
+from the zygote: importing this or any module of the worker creates no gRPC, asyncio or ZeroMQ
+object; all of them are made after the fork, when ``main`` runs).
 
 The main thread owns the lifecycle: it discovers the pool, starts serving, starts the registrar,
 then loops on an action queue fed by signal handlers, the bus thread and its own timers (heartbeat,
 rescan, socket check). Nothing in the loop polls faster than a few seconds when idle.
 
-Threads: ``MainThread`` (that loop, and the only one that sees signals), ``grpc-loop`` (the
-asyncio loop of the gRPC servers, :mod:`~sriovdp.workers.plugin.server`: every RPC runs there),
-``register`` (:class:`~sriovdp.workers.plugin.registration.Registrar`), ``bus`` (on the bus only,
-:class:`~sriovdp.workers.plugin.bus_link.BusLink`), plus libzmq's native threads. State
-changes made in ``bus`` or ``MainThread`` reach the streams through
-:meth:`~sriovdp.workers.plugin.state.PoolState.add_waker`.
+Threads: ``MainThread`` (that loop, and the only one that sees signals); ``grpc-loop``, the
+worker's one asyncio event loop (:class:`~sriovdp.workers.plugin.server.EventLoopThread`): the
+``grpc.aio`` servers and every RPC handler, and the registrar's task with its Register calls
+(:mod:`~sriovdp.workers.plugin.registration`); ``bus`` (on the bus only,
+:class:`~sriovdp.workers.plugin.bus_link.BusLink`). Then the threads of libraries: grpcio's
+``grpc.aio`` completion-queue poller (a Python thread blocked in C-core) and C-core's own
+(``grpc_global_timer``, ``event_engine`` pool threads, ``lifeguard``), libzmq's I/O and reaper
+threads. State changes made in ``bus`` or ``MainThread`` reach the streams through
+:meth:`~sriovdp.workers.plugin.state.PoolState.add_waker`; the main thread drives servers and
+registrar through the loop (``run_coroutine_threadsafe``, ``call_soon_threadsafe``).
 
 Readiness (``WorkerReady``) is published once the server is serving and the first registration
 attempt has completed, successful or not: a node whose kubelet is not up yet must not look like a
@@ -31,11 +36,12 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from sriovdp.launch import runtime
 from sriovdp.shared import exitcodes, logs, model
 from sriovdp.shared.messages import (
     KubeletSocketState,
@@ -45,7 +51,6 @@ from sriovdp.shared.messages import (
     WorkerHeartbeat,
     WorkerReady,
 )
-from sriovdp.launch import runtime
 
 log = logging.getLogger("sriovdp.workers.plugin")
 
@@ -138,7 +143,7 @@ class Worker:
         # heavy imports here, not at module level: the zygote may import this module
         from sriovdp.workers.plugin import allocation, devinfo, drivers, registration, servicer
         from sriovdp.workers.plugin.cdi import CdiSpecFile
-        from sriovdp.workers.plugin.server import PluginServer
+        from sriovdp.workers.plugin.server import EventLoopThread, PluginServer
         from sriovdp.workers.plugin.state import PoolState
 
         self.args = args
@@ -158,12 +163,14 @@ class Worker:
         self.devinfo.adopt(e.devinfo_name for e in self.state.view.allocation.prepared.values())
         self.cdi = CdiSpecFile(args.cdi_dir, self.child) if args.use_cdi else None
         self.servicer = servicer.DevicePluginServicer(self.state, self.devinfo)
-        self.server = PluginServer(args.plugin_dir, self.child, self.servicer)
+        #: the worker's one asyncio loop (thread ``grpc-loop``): gRPC servers and registrar
+        self.loop = EventLoopThread()
+        self.server = PluginServer(args.plugin_dir, self.child, self.servicer, self.loop)
         self.registrar = registration.Registrar(
             args.plugin_dir,
             pool.resource,
             self.on_registration,
-            registration.Backoff(cap=args.register_backoff_max),
+            replace(registration.REGISTER_BACKOFF, cap=args.register_backoff_max),
         )
         self._kubelet_inode = registration.kubelet_inode
         self._kubelet_generation: int | None = None
@@ -231,7 +238,8 @@ class Worker:
             )
 
     def on_registration(self, status: Any) -> None:
-        """Registrar thread: registration finished or its first attempt failed."""
+        """Registrar (``grpc-loop``; ``MainThread`` for a forget): registered, or the first
+        attempt failed, or the kubelet went away."""
         self.publish_summary(
             "registered" if status.registered else f"not registered: {status.reason}"
         )
@@ -317,7 +325,7 @@ class Worker:
             log.error("cannot serve in %s: %s", self.args.plugin_dir, exc)
             self.shutdown()
             return exitcodes.FAILURE
-        self.registrar.start()
+        self.registrar.start(self.loop.loop)
         rescanner = Rescanner(
             self.args.sysfs_root,
             self.discover,
@@ -364,11 +372,12 @@ class Worker:
         return exitcodes.OK
 
     def shutdown(self) -> None:
-        """Ends streams, stops serving, removes own socket and files."""
+        """Ends streams (status OK), stops serving, removes own socket and files."""
         self.state.close()
         self.server.stop(grace=0.3)
         self.log_allocations()
         self.registrar.stop()
+        self.loop.stop()
         removed = self.devinfo.remove_all()
         if self.cdi is not None:
             self.cdi.remove()

@@ -5,14 +5,15 @@ Stateless apart from counters: devices, health and precomputed answers come from
 :class:`~sriovdp.workers.plugin.devinfo.DevInfoWriter`. One servicer serves every socket the worker
 opens over its life (re-registration opens a new socket, the servicer stays).
 
-The handlers are coroutines of a :mod:`~sriovdp.workers.grpcwire` server (pure-Python gRPC over
-``h2``), all on the server's one event loop
+The handlers are coroutines of ``grpc.aio`` servers (registered with the generated
+``add_DevicePluginServicer_to_server``), all on the worker's one event loop, thread ``grpc-loop``
 (:class:`~sriovdp.workers.plugin.server.EventLoopThread`): the work behind each answer is
 synchronous and short (Allocate's answers are precomputed), so it runs right in the handler, with
 no hop to an executor. A ListAndWatch stream is a task waiting on a :class:`ChangeSignal`, which
 the threads that change the pool (bus thread: link health; main thread: rescans, stop) fire with
 ``loop.call_soon_threadsafe``; a client that goes away cancels its task at once. Idle streams cost
-nothing: no timer, no polling.
+nothing: no timer, no polling. A stream ended by :meth:`PoolState.close
+<sriovdp.workers.plugin.state.PoolState.close>` returns, so its client sees status OK.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
-from sriovdp.proto import api_pb2
-from sriovdp.workers.grpcwire.connection import ServicerContext
-from sriovdp.workers.grpcwire.status import StatusCode
+import grpc
+
+from sriovdp.proto import api_pb2, api_pb2_grpc
 from sriovdp.workers.plugin.allocation import AllocationError, Prepared
 from sriovdp.workers.plugin.devinfo import DevInfoWriter
 from sriovdp.workers.plugin.preferred import preferred
@@ -59,10 +61,12 @@ class ChangeSignal:
         event.set()
 
 
-class DevicePluginServicer:
-    """The handlers, named as the RPCs of ``v1beta1.DevicePlugin`` (the server's method table
-    is built from the service descriptor and these names); every one runs on the server's event
-    loop (counters need no lock)."""
+#: ``grpc.aio.ServicerContext`` (grpcio ships no type hints)
+ServicerContext = Any
+
+
+class DevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
+    """The handlers; every one runs on the server's event loop (counters need no lock)."""
 
     def __init__(self, state: PoolState, devinfo: DevInfoWriter) -> None:
         self.state = state
@@ -135,7 +139,8 @@ class DevicePluginServicer:
         try:
             return self.allocate(request)
         except AllocationError as exc:
-            context.abort(StatusCode[exc.code], str(exc))
+            await context.abort(grpc.StatusCode[exc.code], str(exc))
+            raise  # not reached: abort raises
 
     def allocate(self, request: api_pb2.AllocateRequest) -> api_pb2.AllocateResponse:
         """Allocate's work (synchronous, no I/O but the device-info files); raises

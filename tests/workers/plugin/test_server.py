@@ -1,9 +1,11 @@
-"""The worker's gRPC server in this process (sriovdp.workers.plugin.server, .servicer, over
-sriovdp.workers.grpcwire), with grpcio clients as the kubelet: concurrent ListAndWatch streams
-woken from other threads, a departing client, re-serving on a fresh socket, stop."""
+"""The worker's gRPC server in this process (sriovdp.workers.plugin.server, .servicer: grpc.aio on
+an event loop in a thread), with grpcio's synchronous clients as the kubelet: concurrent
+ListAndWatch streams woken from other threads, a departing client, re-serving on a fresh socket,
+refusal codes, malformed and oversized requests, stop, and a loop that idles without waking."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 import threading
@@ -21,7 +23,7 @@ from sriovdp.shared.model import PoolDevice
 from sriovdp.workers.plugin.allocation import AllocationTable
 from sriovdp.workers.plugin.devinfo import DevInfoWriter
 from sriovdp.workers.plugin.drivers import DriverContext
-from sriovdp.workers.plugin.server import PluginServer
+from sriovdp.workers.plugin.server import EventLoopThread, PluginServer
 from sriovdp.workers.plugin.servicer import DevicePluginServicer
 from sriovdp.workers.plugin.state import PoolState
 from tests.workers.plugin.factories import pool, vf
@@ -74,15 +76,17 @@ class Served:
 
         self.state = PoolState(p, self.devices, build)
         self.servicer = DevicePluginServicer(self.state, DevInfoWriter(base / "devinfo"))
-        self.server = PluginServer(base / "dp", CHILD, self.servicer)
+        self.loop = EventLoopThread()
+        self.server = PluginServer(base / "dp", CHILD, self.servicer, self.loop)
         self.streams: list[Stream] = []
 
     def close(self) -> None:
-        """Ends the test's streams, the state and the server; removes the temp dir."""
+        """Ends the test's streams, the state, the server and the loop; removes the temp dir."""
         for stream in self.streams:
             stream.close()
         self.state.close()
         self.server.stop(grace=0.2)
+        self.loop.stop()
         shutil.rmtree(self.base, ignore_errors=True)
 
     def stream(self) -> Stream:
@@ -192,23 +196,71 @@ def test_stop_ends_streams_and_removes_the_socket(served: Served) -> None:
     assert not cur.path.exists() and served.servicer.open_streams == 0
 
 
-def test_serving_adds_one_thread_and_no_other() -> None:
-    """The loop thread is the only thread serving costs, streams open or not (grpcio's C-core
-    would add its pollers and timer threads; an executor would add workers)."""
-    base = Path(tempfile.mkdtemp(prefix="srv", dir="/tmp"))
-    before = set(threading.enumerate())
-    s = Served(base)
-    s.server.start()
-    try:
-        streams = [s.stream() for _ in range(3)]
-        assert until(lambda: all(len(st.lists) == 1 for st in streams))
-        new = set(threading.enumerate()) - before - {st._thread for st in streams}
-        # the grpcio clients of this test (the kubelet's part) run their own threads here
-        clients = {
-            t
-            for t in new
-            if getattr(getattr(t, "_target", None), "__module__", "").startswith("grpc.")
-        }
-        assert {t.name for t in new - clients} == {"grpc-loop"}
-    finally:
-        s.close()
+def allocate_request(*ids: str) -> api_pb2.AllocateRequest:
+    creq = api_pb2.ContainerAllocateRequest(devices_ids=list(ids))
+    return api_pb2.AllocateRequest(container_requests=[creq])
+
+
+def test_malformed_and_oversized_requests_are_refused_and_logged(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bytes that are no AllocateRequest: INTERNAL naming the type, one warning, no traceback
+    (grpcio alone answers UNKNOWN and logs one blaming the servicer); the servicer never sees
+    them. Over 4 MiB: grpcio's RESOURCE_EXHAUSTED. The server serves on."""
+    assert served.server.current is not None
+    caplog.set_level(logging.INFO)
+    with grpc.insecure_channel(f"unix:{served.server.current.path}") as channel:
+        for method in ("Allocate", "ListAndWatch"):
+            path = f"/v1beta1.DevicePlugin/{method}"
+            raw = (channel.unary_stream if method == "ListAndWatch" else channel.unary_unary)(path)
+            with pytest.raises(grpc.RpcError) as err:
+                answer = raw(b"\xff\xff\xff", timeout=10)
+                if method == "ListAndWatch":
+                    list(answer)
+            assert err.value.code() == grpc.StatusCode.INTERNAL, method
+            assert "cannot parse the request" in (err.value.details() or "")
+        assert "v1beta1.AllocateRequest" in caplog.text and "v1beta1.Empty" in caplog.text
+        warnings = [r for r in caplog.records if "refused a malformed request" in r.getMessage()]
+        assert len(warnings) == 2 and all(r.levelno == logging.WARNING for r in warnings)
+        assert not any(r.exc_info for r in caplog.records)
+        assert served.servicer.open_streams == 0 and served.servicer.refused == 0
+        stub: Any = api_pb2_grpc.DevicePluginStub(channel)  # type: ignore[no-untyped-call]
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Allocate(allocate_request("x" * (4 * 1024 * 1024)), timeout=10)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        dev = served.devices[0].id
+        assert stub.Allocate(allocate_request(dev), timeout=10).container_responses[0].envs
+
+
+def test_start_on_an_impossible_path_names_it(served: Served) -> None:
+    broken = PluginServer(served.base / "a-file", CHILD, served.servicer, served.loop)
+    (served.base / "a-file").write_text("not a directory")
+    with pytest.raises(OSError, match="a-file"):
+        broken.start()
+    assert broken.current is None
+    assert served.stream() and until(lambda: served.servicer.open_streams == 1)  # unharmed
+
+
+def test_an_idle_loop_does_not_wake_with_streams_open(served: Served) -> None:
+    """No timer and no polling of ours: the loop thread is not scheduled once while streams sit
+    idle, and the only Python threads serving added are the loop and grpc.aio's poller (which
+    blocks in C-core without a deadline)."""
+    streams = [served.stream() for _ in range(3)]
+    assert until(lambda: all(len(s.lists) == 1 for s in streams))
+    time.sleep(0.3)  # let the HTTP/2 chatter after the first lists settle
+    tid = served.loop._thread.native_id
+    stat = Path(f"/proc/self/task/{tid}/schedstat")
+    before = stat.read_text().split()
+    time.sleep(2.0)
+    after = stat.read_text().split()
+    assert after[2] == before[2], "the loop thread ran while idle"  # timeslices run
+    served.link("pf0", up=False)
+    assert until(lambda: all(len(s.lists) == 2 for s in streams))
+    assert int(stat.read_text().split()[2]) > int(after[2])  # the probe sees activity
+    ours = {t.name for t in threading.enumerate() if t.name.startswith("grpc-loop")}
+    pollers = [
+        t
+        for t in threading.enumerate()
+        if getattr(getattr(t, "_target", None), "__name__", "") == "_poll_wrapper"
+    ]
+    assert ours == {"grpc-loop"} and len(pollers) >= 1

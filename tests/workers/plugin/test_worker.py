@@ -317,3 +317,29 @@ def test_reregisters_after_kubelet_restart_without_bus(
     assert kubelet.wait_for(lambda k: listed(k, VFIO, 4) and k.endpoint(VFIO) != first, 30)
     assert worker.proc.poll() is None
     assert demo.sockets() == sorted(["kubelet.sock", kubelet.endpoint(VFIO) or ""])
+
+
+def test_malformed_request_is_refused_and_sigterm_ends_streams_ok(
+    demo: Node, kubelet: KubeletStandIn, spawn: Any
+) -> None:
+    """A request that does not parse: INTERNAL and one warning, the worker serves on. SIGTERM
+    then ends every ListAndWatch stream with status OK (not cancelled, not UNAVAILABLE)."""
+    worker = start(spawn, kubelet, VFIO)
+    channel = grpc.insecure_channel(f"unix:{demo.plugin_dir / kubelet.endpoint(VFIO)}")  # type: ignore[operator]
+    try:
+        garbage = channel.unary_unary("/v1beta1.DevicePlugin/Allocate")
+        with pytest.raises(grpc.RpcError) as err:
+            garbage(b"\x0a\x05\x0a\xff", timeout=10)  # a length past the end of the message
+        assert err.value.code() == grpc.StatusCode.INTERNAL
+        assert "v1beta1.AllocateRequest" in (err.value.details() or "")
+        assert until(lambda: "refused a malformed request" in worker.log())
+        stub = api_pb2_grpc.DevicePluginStub(channel)  # type: ignore[no-untyped-call]
+        call = stub.ListAndWatch(api_pb2.Empty())
+        assert len(next(call).devices) == 4
+        assert kubelet.allocate(VFIO, ["0000:04:00.4"]).envs  # still serving
+        assert worker.terminate() == 0
+        assert list(call) == []  # the stream ended: status OK, or this raises grpc.RpcError
+        assert call.code() == grpc.StatusCode.OK
+        assert "Traceback" not in worker.log() and "ERROR" not in worker.log()
+    finally:
+        channel.close()
