@@ -6,5 +6,7 @@ health), ``servicer`` (the five RPCs), ``server`` (gRPC on a fresh unix socket),
 (GetPreferredAllocation), ``devinfo`` and ``cdi`` (files for Multus and CDI), ``drivers`` (device
 types as plug-ins), ``bus_link`` (health and kubelet events from the bus), ``rescan`` (VF changes).
 
-Importing this package creates no gRPC or ZeroMQ object: a zygote may import it and fork.
+Importing this package creates no gRPC or ZeroMQ object (``server`` and ``registration`` import
+grpcio, which starts nothing until a server or channel is made): a zygote may import it and fork.
+The worker's threads are listed in ``main``.
 """

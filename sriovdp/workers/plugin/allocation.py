@@ -1,4 +1,5 @@
-"""Precomputed Allocate answers (plugin worker process).
+"""Precomputed Allocate answers (plugin worker process: built in ``MainThread``, read by the
+Allocate handler on ``grpc-loop``).
 
 Everything Allocate returns about a device is known before the call: env fragments, ``_INFO``
 JSON, device specs, CDI names and the NPWG device-info file body. :class:`AllocationTable` builds

@@ -1,4 +1,4 @@
-"""The pool's CDI spec file (``--use-cdi``; plugin worker process).
+"""The pool's CDI spec file (``--use-cdi``; plugin worker process, ``MainThread``).
 
 One JSON spec per pool in ``--cdi-dir`` named ``sriov-dp_<child>.json``, kind
 ``<prefix>/net-pci``, one CDI device per pool device named by its PCI address, with the device

@@ -1,4 +1,5 @@
-"""NPWG device-info files (spec 1.1.0) of this pool (plugin worker process).
+"""NPWG device-info files (spec 1.1.0) of this pool (plugin worker process: written by the
+Allocate handler on ``grpc-loop``, removed by ``MainThread`` at stop).
 
 Written at Allocate, atomically (temp file in the same directory, then rename), one file per
 device; the body is precomputed by ``allocation``. The directory is on tmpfs on a real node, so no

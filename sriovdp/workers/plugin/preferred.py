@@ -1,4 +1,5 @@
-"""GetPreferredAllocation policies: packed, balanced, none (plugin worker process).
+"""GetPreferredAllocation policies: packed, balanced, none (plugin worker process, called by the
+handler on ``grpc-loop``).
 
 Pure functions over the pool's devices. Rules for every policy: the must-include ids come first
 and are always kept (a must-include id this pool does not know, or that is not among ``available``,

@@ -1,4 +1,5 @@
-"""VF changes without a restart: when to rediscover the pool (plugin worker process).
+"""VF changes without a restart: when to rediscover the pool (plugin worker process,
+``MainThread``).
 
 :class:`Rescanner` keeps a cheap fingerprint of what discovery depends on and runs the full
 ``discover_pool`` only when it changed, or when asked directly (a LinkState for a new link or

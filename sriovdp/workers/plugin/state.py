@@ -1,4 +1,5 @@
-"""The pool's device table and health (plugin worker process).
+"""The pool's device table and health (plugin worker process; changed by ``bus`` (link health)
+and ``MainThread`` (rescans, stop), read by the handlers on ``grpc-loop``).
 
 :class:`PoolState` owns the devices, the link states they depend on, and the answers built from
 them. Readers take :attr:`PoolState.view`, an immutable snapshot swapped in whole on every change
