@@ -4,7 +4,6 @@ process)."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import os
 import select
@@ -12,18 +11,15 @@ import signal
 from pathlib import Path
 from types import FrameType
 
+from sriovdp.launch.child import bind_life_to
+from sriovdp.launch.wakeup import WakeupPipe
 from sriovdp.shared import libc
 
 
-def die_with_parent(sig: int = signal.SIGTERM, expected_parent: int | None = None) -> None:
-    """Asks the kernel to send ``sig`` when the parent exits; exits now if it already has.
-
-    ``expected_parent`` is the parent pid seen before the exec or fork; if ``getppid()`` differs
-    after arming, the parent died in between and we leave at once (no orphans holding sockets).
-    """
-    libc.set_parent_death_signal(sig)  # not Linux: the getppid() checks of the main loops remain
-    if expected_parent is not None and os.getppid() != expected_parent:
-        os._exit(0)
+def die_with_parent() -> None:
+    """SIGTERM when the current parent exits. A child the supervisor started is bound to it
+    already (:mod:`~sriovdp.launch.child`); this covers a worker started by hand or by a test."""
+    bind_life_to(os.getppid())
 
 
 def release_memory() -> None:
@@ -35,44 +31,56 @@ def release_memory() -> None:
 
 
 class StopFlag:
-    """Set by SIGTERM/SIGINT; main loops wait on it.
+    """Set by SIGTERM/SIGINT; main loops wait on it, or poll :meth:`fileno` with their sockets.
 
-    The handler takes no lock: it sets a plain attribute and writes a byte to a pipe that
-    :meth:`wait` selects on. A Python handler runs in the main thread between two bytecodes of
-    whatever that thread was doing, so ``threading.Event.set()`` in it deadlocks when the main
-    thread was inside ``Event.wait()`` holding the event's own lock (a worker that never stops,
-    and after PR_SET_PDEATHSIG an orphan that nobody ever SIGKILLs).
+    The handler takes no lock: it sets a plain attribute, and the interpreter writes a byte into
+    a :class:`~sriovdp.launch.wakeup.WakeupPipe` when any signal arrives. A Python handler runs
+    in the main thread between two bytecodes of whatever that thread was doing, so
+    ``threading.Event.set()`` in it deadlocks when the main thread was inside ``Event.wait()``
+    holding the event's own lock (a worker that never stops, and after PR_SET_PDEATHSIG an orphan
+    that nobody ever SIGKILLs).
     """
 
     def __init__(self) -> None:
         self.signal: int | None = None
         self._set = False
-        self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wakeup: WakeupPipe | None = None
 
     def install(self, *signals: int) -> None:
+        """Installs the handlers and the wake-up pipe; call from the main thread."""
         for sig in signals or (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._handle)
+        if self._wakeup is None:
+            self._wakeup = WakeupPipe()
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         self.signal = signum
         self._set = True
-        with contextlib.suppress(BlockingIOError):  # a full pipe: wait() wakes up anyway
-            os.write(self._write, b"x")
 
     def is_set(self) -> bool:
         return self._set
 
+    def fileno(self) -> int:
+        """Readable once a signal arrived (drain it with :meth:`drain`)."""
+        assert self._wakeup is not None, "install() first"
+        return self._wakeup.fileno()
+
+    def drain(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.drain()
+
     def wait(self, timeout: float | None) -> bool:
-        """True once set; else waits up to ``timeout`` seconds (None: for ever) for the signal."""
+        """True once set; else waits up to ``timeout`` seconds (None: for ever) for a signal."""
         if not self._set:
-            # the pipe is never drained: once written, every later wait returns at once
-            select.select([self._read], [], [], None if timeout is None else max(0.0, timeout))
+            select.select([self.fileno()], [], [], None if timeout is None else max(0.0, timeout))
+            self.drain()
         return self._set
 
     def close(self) -> None:
-        """Closes the pipe (the flag must no longer be installed as a handler)."""
-        os.close(self._read)
-        os.close(self._write)
+        """Closes the pipe and gives the wake-up fd back (the handlers stay installed)."""
+        if self._wakeup is not None:
+            self._wakeup.close()
+            self._wakeup = None
 
 
 def infra_arg_parser(role: str, default_heartbeat: float) -> argparse.ArgumentParser:

@@ -34,7 +34,6 @@ from typing import Protocol
 import zmq
 
 from sriovdp.launch import runtime
-from sriovdp.launch.wakeup import WakeupPipe
 from sriovdp.shared import logs
 from sriovdp.shared.backoff import BackoffPolicy
 from sriovdp.shared.bus import BusClient
@@ -354,14 +353,13 @@ def main(argv: list[str]) -> int:
     stop.install(signal.SIGTERM, signal.SIGINT)
 
     started_ns = time.monotonic_ns()
-    wakeup = WakeupPipe()
     bus = BusClient(args.run_dir, args.name, subscribe=["link."])
     source = LinkSocket(args.rcvbuf or DEFAULT_RCVBUF)
     monitor = HealthMonitor(args.name, source, bus, args.republish_interval)
     hb_interval = max(0.1, args.heartbeat_interval)
     stale_check_until = time.monotonic() + STALE_CHECK_WINDOW
     poller = zmq.Poller()
-    poller.register(wakeup.fileno(), zmq.POLLIN)
+    poller.register(stop.fileno(), zmq.POLLIN)
     poller.register(bus.sub_socket, zmq.POLLIN)
     polled_fd: int | None = None
     try:
@@ -391,13 +389,13 @@ def main(argv: list[str]) -> int:
                 monitor.on_readable()
             if bus.sub_socket in ready:
                 _drain_bus(bus, monitor, started_ns)
-            if wakeup.fileno() in ready:
-                wakeup.drain()
+            if stop.fileno() in ready:
+                stop.drain()
             monitor.on_tick()
     finally:
         monitor.close()
         bus.close()
-        wakeup.close()
+        stop.close()
     s = monitor.stats
     log.info(
         "stopping (dumps=%d overflows=%d socket_errors=%d published=%d)",

@@ -32,6 +32,7 @@ from typing import Protocol
 
 import zmq
 
+from sriovdp.launch import runtime
 from sriovdp.shared import logs
 from sriovdp.shared.bus import BusClient
 from sriovdp.shared.messages import (
@@ -42,9 +43,7 @@ from sriovdp.shared.messages import (
     WorkerReady,
 )
 from sriovdp.shared.model import DEFAULT_PLUGIN_DIR
-from sriovdp.launch import runtime
 from sriovdp.workers import inotify
-from sriovdp.launch.wakeup import WakeupPipe
 
 log = logging.getLogger(__name__)
 
@@ -410,7 +409,6 @@ def main(argv: list[str]) -> int:
 
     plugin_dir: Path = args.plugin_dir.absolute()
     started_ns = time.monotonic_ns()
-    wakeup = WakeupPipe()
     bus = BusClient(args.run_dir, args.name, subscribe=["kubelet.socket."])
     notifier: inotify.Inotify | None = None
     if not args.poll:
@@ -434,7 +432,7 @@ def main(argv: list[str]) -> int:
         bus.publish(WorkerReady(args.name, os.getpid()))
         runtime.release_memory()
         poller = select.poll()
-        poller.register(wakeup.fileno(), select.POLLIN)
+        poller.register(stop.fileno(), select.POLLIN)
         polled: inotify.Inotify | None = None
         hb_interval = max(0.1, args.heartbeat_interval)
         next_hb = time.monotonic()
@@ -459,14 +457,14 @@ def main(argv: list[str]) -> int:
             for fd, _ in poller.poll(timeout_ms):
                 if notifier is not None and fd == notifier.fileno():
                     watcher.on_events(notifier.read())
-                elif fd == wakeup.fileno():
-                    wakeup.drain()
+                elif fd == stop.fileno():
+                    stop.drain()
     finally:
         if watcher is not None:
             watcher.close()  # closes the inotify instance it holds
         elif notifier is not None:
             notifier.close()
         bus.close()
-        wakeup.close()
+        stop.close()
     log.info("stopping", extra={"signal": stop.signal})
     return 0

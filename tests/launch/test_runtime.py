@@ -89,10 +89,16 @@ def test_wait_without_timeout_returns_when_signalled() -> None:
 
 def test_unset_flag_waits_out_its_timeout() -> None:
     flag = StopFlag()
+    previous = signal.getsignal(signal.SIGUSR2)
+    flag.install(signal.SIGUSR2)  # not TERM: this is the test process
     try:
         assert not flag.is_set()
         assert flag.wait(0) is False
         assert flag.wait(-1) is False  # a deadline already passed is not an error
         assert flag.signal is None
+        signal.raise_signal(signal.SIGUSR2)
+        assert flag.wait(5) is True
+        assert flag.signal == signal.SIGUSR2
     finally:
         flag.close()
+        signal.signal(signal.SIGUSR2, previous)
