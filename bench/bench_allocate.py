@@ -58,9 +58,15 @@ def build_node(base: Path) -> None:
     (base / "dp").mkdir()
 
 
+def worker_python() -> str:
+    """The workers' interpreter: ``$SRIOVDP_BENCH_PYTHON`` (set per Python version by run_all)
+    or this one. The client process stays on this one."""
+    return os.environ.get("SRIOVDP_BENCH_PYTHON") or sys.executable
+
+
 def spawn_worker(base: Path, pool: str, log: Any, level: str = "info") -> subprocess.Popen[bytes]:
     cmd = [
-        sys.executable, "-m", "sriovdp.workers", "plugin", "--name", f"intel-com_{pool}",
+        worker_python(), "-m", "sriovdp.workers", "plugin", "--name", f"intel-com_{pool}",
         "--config-file", str(base / "config.json"), "--plugin-dir", str(base / "dp"),
         "--sysfs-root", str(base / "sys"), "--proc-root", str(base / "proc"),
         "--devinfo-dir", str(base / "devinfo"), "--cdi-dir", str(base / "cdi"),
@@ -119,6 +125,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
         "python": platform.python_version(),
+        "worker_python": worker_python(),
         "allocate": [],
         "registered_ms": [],
     }

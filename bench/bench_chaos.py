@@ -1,5 +1,6 @@
 """Chaos benchmark: 8 pools allocating continuously while random children are SIGKILLed and the
 kubelet stand-in restarts at random (see tests/reliability/chaos.py for how failures are judged).
+The supervisor runs on ``$SRIOVDP_BENCH_PYTHON`` (see bench_supervisor.py).
 
 Prints the per-pool report: allocations attempted / ok / failed (own worker killed, kubelet
 restart, unexpected), attempts skipped while unconnected, seconds unregistered. No root needed.
@@ -18,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.bench_supervisor import start_tree, tree_info  # noqa: E402
 from tests.integration.conftest import SimNode  # noqa: E402
 from tests.reliability.chaos import Chaos  # noqa: E402
 
@@ -34,9 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     seconds = min(args.seconds, 20.0) if args.quick else args.seconds
+    info = tree_info()
     node = SimNode(args.pools, args.vfs)
     try:
-        node.start_supervisor()
+        start_tree(node)
         k = node.stand_in()
         if not k.wait_for(node.all_registered(), 60):
             raise SystemExit(f"pools never registered:\n{node.log_text()}")
@@ -46,12 +49,17 @@ def main(argv: list[str] | None = None) -> int:
         recovery_s = time.monotonic() - t0
     finally:
         node.close()
+    print(
+        f"{args.pools} pools x {args.vfs} VFs, {seconds:g} s; tree on Python "
+        f"{info['tree_python_version']} ({info['install']} install)"
+    )
     print(report.table())
     print(f"all pools registered with full lists after the run: {recovered} ({recovery_s:.2f} s)")
     verdict = "met" if report.unexpected == 0 else "MISSED"
     print(f"target unexpected failures = 0: {verdict} ({report.unexpected})")
     out = {
         "targets": TARGETS,
+        **info,
         "pools": args.pools,
         "vfs_per_pool": args.vfs,
         "seconds": seconds,
