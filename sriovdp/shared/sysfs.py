@@ -26,6 +26,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sriovdp.shared.messages import LinkState
 from sriovdp.shared.model import PciFunction
 
 __all__ = [
@@ -522,3 +523,30 @@ def operstate(root: Path, function: PciFunction) -> str | None:
         except OSError:
             continue
     return None
+
+
+def link_state(root: Path, ifname: str) -> LinkState | None:
+    """The state of netdev ``ifname`` as ``<root>/class/net/<ifname>`` shows it now, shaped like
+    the health monitor's messages; None when there is no such netdev.
+
+    A plugin worker applies it before it serves, so its first ListAndWatch list is right without
+    waiting for the health monitor; the health monitor's messages take over from there. The
+    kernel refuses to read ``carrier`` of a netdev that is down (EINVAL): no carrier then. A tree
+    without the file (some virtual devices) leaves the decision to ``operstate``.
+    """
+    base = os.path.join(str(root), "class", "net", ifname)
+    try:
+        operstate = _read(os.path.join(base, "operstate")).upper()
+    except OSError:
+        return None
+    try:
+        carrier = _read(os.path.join(base, "carrier")) == "1"
+    except FileNotFoundError:
+        carrier = True
+    except OSError:
+        carrier = False
+    try:
+        ifindex = int(_read(os.path.join(base, "ifindex")))
+    except (OSError, ValueError):
+        ifindex = 0
+    return LinkState(ifname, ifindex, operstate or "UNKNOWN", carrier, True)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from sriovdp.shared import sysfs
+from sriovdp.shared.messages import LinkState
 from sriovdp.shared.model import PciFunction
 from sriovdp.simnode import FakeSysfs, demo_node, scale_node, vf_address
 from tests.harness.forked import in_child
@@ -260,3 +261,27 @@ def test_permission_denied_is_a_warning() -> None:
         ]
     finally:
         shutil.rmtree(top)
+
+
+def test_link_state_reads_class_net(tmp_path: Path) -> None:
+    net = tmp_path / "class" / "net"
+    (net / "up0").mkdir(parents=True)
+    (net / "up0" / "operstate").write_text("up\n")
+    (net / "up0" / "carrier").write_text("1\n")
+    (net / "up0" / "ifindex").write_text("7\n")
+    (net / "nocarrier0").mkdir()
+    (net / "nocarrier0" / "operstate").write_text("up\n")
+    (net / "nocarrier0" / "carrier").write_text("0\n")
+    (net / "down0").mkdir()
+    (net / "down0" / "operstate").write_text("down\n")
+    (net / "bare0").mkdir()
+    (net / "bare0" / "operstate").write_text("unknown\n")
+    up = sysfs.link_state(tmp_path, "up0")
+    assert up == LinkState("up0", 7, "UP", True, True) and up.healthy
+    nocarrier = sysfs.link_state(tmp_path, "nocarrier0")
+    assert nocarrier is not None and not nocarrier.healthy
+    down = sysfs.link_state(tmp_path, "down0")
+    assert down is not None and down.operstate == "DOWN" and not down.healthy
+    bare = sysfs.link_state(tmp_path, "bare0")  # no carrier file: operstate decides
+    assert bare is not None and bare.healthy
+    assert sysfs.link_state(tmp_path, "absent0") is None

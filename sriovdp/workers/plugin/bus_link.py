@@ -11,9 +11,7 @@ it when the set of links changes or the worker stops. Publishing is safe from an
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import queue
 import threading
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 
 import zmq
 
+from sriovdp.launch.wakeup import WakeupPipe
 from sriovdp.shared.bus import BusClient
 from sriovdp.shared.messages import KubeletSocketState, LinkState, Message, PluginSocketDeleted
 from sriovdp.workers.plugin.state import PoolState
@@ -52,12 +51,7 @@ class BusLink:
         self._wanted: set[str] = set()
         self._subscribed: set[str] = set()
         self._stopping = False
-        self._seen: set[str] = set()
-        #: set once every wanted link has had its first LinkState (the broker's cache replays
-        #: them at subscription): the first ListAndWatch list is then already right
-        self.initial = threading.Event()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_w, False)
+        self._wakeup = WakeupPipe(signals=False)
         self._thread = threading.Thread(target=self._run, name="bus", daemon=True)
 
     def start(self, links: set[str]) -> None:
@@ -68,17 +62,10 @@ class BusLink:
         """The links whose LinkState the pool needs (after start and every rescan)."""
         with self._lock:
             self._wanted = set(links)
-            if self._wanted <= self._seen:
-                self.initial.set()
-        self._wake()
+        self._wakeup.wake()
 
     def publish(self, message: Message) -> None:
         self.client.publish(message)
-
-    def _wake(self) -> None:
-        # a full pipe means the thread is awake anyway
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._wake_w, b"x")
 
     def _sync_subscriptions(self) -> None:
         with self._lock:
@@ -93,13 +80,13 @@ class BusLink:
     def _run(self) -> None:
         poller = zmq.Poller()
         poller.register(self.client.sub_socket, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
+        poller.register(self._wakeup.fileno(), zmq.POLLIN)
         try:
             while True:
                 self._sync_subscriptions()
                 events = dict(poller.poll(None))
-                if self._wake_r in events:
-                    os.read(self._wake_r, 4096)
+                if self._wakeup.fileno() in events:
+                    self._wakeup.drain()
                     if self._stopping:
                         return
                 if self.client.sub_socket in events:
@@ -121,10 +108,6 @@ class BusLink:
             if message.ifname not in self._subscribed:
                 return  # a late message of a link we no longer follow
             change = self.state.apply_link(message)
-            with self._lock:
-                self._seen.add(message.ifname)
-                if self._wanted <= self._seen:
-                    self.initial.set()
             if change.new_or_presence_changed:
                 self._actions.put(("rescan", f"link {message.ifname} present={message.present}"))
         elif isinstance(message, (KubeletSocketState, PluginSocketDeleted)):
@@ -133,9 +116,8 @@ class BusLink:
     def close(self) -> None:
         """Stops the thread and closes the bus client (lingers briefly for queued messages)."""
         self._stopping = True
-        self._wake()
+        self._wakeup.wake()
         self._thread.join(1.0)
         if not self._thread.is_alive():
             self.client.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        self._wakeup.close()

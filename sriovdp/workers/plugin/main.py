@@ -42,7 +42,7 @@ from types import FrameType
 from typing import Any
 
 from sriovdp.launch import runtime
-from sriovdp.shared import exitcodes, logs, model
+from sriovdp.shared import exitcodes, logs, model, sysfs
 from sriovdp.shared.messages import (
     KubeletSocketState,
     Message,
@@ -60,8 +60,6 @@ DEFAULT_HEARTBEAT_S = 10.0
 #: the sysfs fingerprint check (a safety net: netlink already reports new or vanished links);
 #: a multiple of the heartbeat so both run in the same wake-up
 DEFAULT_RESCAN_S = 30.0
-#: how long a worker on the bus waits for the cached state of its links before serving
-INITIAL_LINKS_WAIT_S = 0.25
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -309,14 +307,18 @@ class Worker:
     def run(self) -> int:
         from sriovdp.workers.plugin.rescan import Rescanner
 
+        # health as sysfs shows it now, so the first list is right without waiting for the
+        # health monitor; its messages (the broker replays the retained ones), applied after
+        # these by the bus thread, take over
+        for ifname in sorted(self.state.links()):
+            link = sysfs.link_state(self.args.sysfs_root, ifname)
+            if link is not None:
+                self.state.apply_link(link)
         if self.args.run_dir is not None:
             from sriovdp.workers.plugin.bus_link import BusLink
 
             self.bus = BusLink(self.args.run_dir, self.child, self.state, self.actions)
             self.bus.start(self.state.links())
-            # the broker replays the retained link states at once; serve with them applied
-            if not self.bus.initial.wait(INITIAL_LINKS_WAIT_S):
-                log.info("no link state yet for some health links; serving them as Healthy")
         self.state.add_listener(self.on_state)
         self.write_cdi()
         try:

@@ -343,3 +343,18 @@ def test_malformed_request_is_refused_and_sigterm_ends_streams_ok(
         assert "Traceback" not in worker.log() and "ERROR" not in worker.log()
     finally:
         channel.close()
+
+
+def test_first_list_takes_link_health_from_sysfs(
+    demo: Node, kubelet: KubeletStandIn, spawn: Any
+) -> None:
+    """No health monitor, no bus: a VF whose PF netdev sysfs shows down is Unhealthy in the very
+    first list (the worker does not wait for link messages to be right)."""
+    demo.sysfs.set_operstate("sim0pf1", "down")
+    start(spawn, kubelet, VFIO)
+    assert kubelet.lists_received(VFIO) >= 1
+    health = {d.id: d.health for d in kubelet.devices(VFIO)}
+    assert health == {
+        "0000:04:00.4": "Healthy", "0000:04:00.5": "Healthy",
+        "0000:05:00.4": "Unhealthy", "0000:05:00.5": "Unhealthy",
+    }  # fmt: skip
