@@ -32,18 +32,7 @@ from sriovdp.shared.messages import (
 from sriovdp.supervisor.child import Child, ChildSpec, change_state, describe_exit
 from sriovdp.supervisor.runopts import Timeouts
 from sriovdp.supervisor.spawn import Spawner, SpawnError
-from sriovdp.supervisor.states import (
-    AT_REST,
-    BACKOFF,
-    EXITED,
-    FATAL,
-    HAS_PROCESS,
-    RUNNING,
-    STARTING,
-    STOPPED,
-    STOPPING,
-    ChildState,
-)
+from sriovdp.supervisor.states import AT_REST, HAS_PROCESS, ChildState
 from sriovdp.supervisor.status import ChildRow
 
 log = logging.getLogger(__name__)
@@ -119,7 +108,7 @@ class Arbiter:
     def _restart(self, child: Child, reason: str) -> None:
         child.backoff.reset()
         if child.state in HAS_PROCESS:
-            if child.state != STOPPING:
+            if child.state != ChildState.STOPPING:
                 self._stop(child, reason)
             child.restart_after_stop = True
             return
@@ -160,10 +149,10 @@ class Arbiter:
             child.last_heartbeat = now
             if isinstance(msg, PoolSummary):
                 child.summary = msg
-            elif isinstance(msg, WorkerReady) and child.state == STARTING:
+            elif isinstance(msg, WorkerReady) and child.state == ChildState.STARTING:
                 child.ready_at = now
                 child.backoff.ready()
-                self._change(child, RUNNING, "READY")
+                self._change(child, ChildState.RUNNING, "READY")
 
     def on_exit(self, pid: int, status: int) -> bool:
         """A child process ended (reaped or reported); False when it was not one of ours."""
@@ -176,17 +165,17 @@ class Arbiter:
         child.summary = None
         child.term_sent_at = None
         child.kill_sent = False
-        if child.state == STOPPING:
-            self._change(child, STOPPED, f"stopped ({how})")
+        if child.state == ChildState.STOPPING:
+            self._change(child, ChildState.STOPPED, f"stopped ({how})")
             if child.removed and not child.wanted:
                 del self.children[child.name]
             return True
         if os.WIFEXITED(status) and os.WEXITSTATUS(status) == exitcodes.CHILD_CONFIG:
             child.backoff.reset()
-            self._change(child, FATAL, f"invalid config ({how}), not restarting")
+            self._change(child, ChildState.FATAL, f"invalid config ({how}), not restarting")
             return True
         child.backoff.ended()
-        self._change(child, EXITED, f"exited unexpectedly ({how})")
+        self._change(child, ChildState.EXITED, f"exited unexpectedly ({how})")
         return True
 
     # -- the pass over the table -------------------------------------------------------------
@@ -198,20 +187,20 @@ class Arbiter:
                 self._reconcile_unwanted(child)
             else:
                 self._reconcile_wanted(child, now)
-            if child.state == STOPPING:
+            if child.state == ChildState.STOPPING:
                 self._escalate(child, now)
 
     def _reconcile_unwanted(self, child: Child) -> None:
-        if child.state in (STARTING, RUNNING):
+        if child.state in (ChildState.STARTING, ChildState.RUNNING):
             self._stop(child, "shutting down" if self.stopping else "removed from config")
-        elif child.state in (BACKOFF, EXITED, FATAL):
-            self._change(child, STOPPED, "not wanted")
-        if child.state == STOPPED and child.removed:
+        elif child.state in (ChildState.BACKOFF, ChildState.EXITED, ChildState.FATAL):
+            self._change(child, ChildState.STOPPED, "not wanted")
+        if child.state == ChildState.STOPPED and child.removed:
             del self.children[child.name]
 
     def _reconcile_wanted(self, child: Child, now: float) -> None:
         state = child.state
-        if state in (STOPPED, EXITED):
+        if state in (ChildState.STOPPED, ChildState.EXITED):
             self._swap_pending(child)
             delay = 0.0 if child.restart_after_stop else child.backoff.delay()
             child.restart_after_stop = False
@@ -219,14 +208,14 @@ class Arbiter:
                 self._start(child, "restarting" if child.starts else "starting")
             else:
                 child.next_start_at = now + delay
-                self._change(child, BACKOFF, f"next start in {delay:.2f}s")
-        elif state == BACKOFF and now >= child.next_start_at:
+                self._change(child, ChildState.BACKOFF, f"next start in {delay:.2f}s")
+        elif state == ChildState.BACKOFF and now >= child.next_start_at:
             self._start(child, "backoff over")
-        elif state == STARTING and child.started_at is not None:
+        elif state == ChildState.STARTING and child.started_at is not None:
             if now - child.started_at >= self.timeouts.start:
                 child.backoff.ended()
                 self._stop(child, f"no READY within {self.timeouts.start:g}s")
-        elif state == RUNNING:
+        elif state == ChildState.RUNNING:
             last = child.last_heartbeat or child.ready_at or now
             if now - last >= self.timeouts.heartbeat:
                 child.backoff.ended()
@@ -246,17 +235,17 @@ class Arbiter:
         now = self.clock()
         due = now + self.timeouts.tick
         for child in self.children.values():
-            if child.state == BACKOFF:
+            if child.state == ChildState.BACKOFF:
                 due = min(due, child.next_start_at)
-            elif child.state == STARTING and child.started_at is not None:
+            elif child.state == ChildState.STARTING and child.started_at is not None:
                 due = min(due, child.started_at + self.timeouts.start)
-            elif child.state == RUNNING:
+            elif child.state == ChildState.RUNNING:
                 last = child.last_heartbeat or child.ready_at or now
                 due = min(due, last + self.timeouts.heartbeat)
-            elif child.state == STOPPING and child.term_sent_at is not None:
+            elif child.state == ChildState.STOPPING and child.term_sent_at is not None:
                 if not child.kill_sent:
                     due = min(due, child.term_sent_at + self.timeouts.stop_grace)
-            elif child.state in (STOPPED, EXITED) and child.wanted:
+            elif child.state in (ChildState.STOPPED, ChildState.EXITED) and child.wanted:
                 due = now
         return due
 
@@ -278,10 +267,10 @@ class Arbiter:
             delay = max(child.backoff.delay(), self.backoff_policy.base)
             child.next_start_at = now + delay
             log.error("%s: cannot start: %s", child.name, exc)
-            if child.state == BACKOFF:
+            if child.state == ChildState.BACKOFF:
                 child.last_event = f"start failed: {exc}"
             else:
-                self._change(child, BACKOFF, f"start failed: {exc}")
+                self._change(child, ChildState.BACKOFF, f"start failed: {exc}")
             return
         child.pid = pid
         child.started_at = now
@@ -291,7 +280,7 @@ class Arbiter:
         if child.starts:
             child.restarts += 1
         child.starts += 1
-        self._change(child, STARTING, f"{reason}: spawned pid {pid}")
+        self._change(child, ChildState.STARTING, f"{reason}: spawned pid {pid}")
 
     def _stop(self, child: Child, reason: str, restart: bool = False) -> None:
         """SIGTERM. ``restart``: start again right after the exit, skipping the backoff delay
@@ -301,7 +290,7 @@ class Arbiter:
         child.kill_sent = False
         child.restart_after_stop = restart
         self.kill(child.pid, signal.SIGTERM)
-        self._change(child, STOPPING, reason)
+        self._change(child, ChildState.STOPPING, reason)
 
     # -- status --------------------------------------------------------------------------------
 

@@ -38,10 +38,6 @@ log = logging.getLogger(__name__)
 _BATCH = 256
 # plain ints: pyzmq's constants are enum.IntFlag, whose ``|`` and ``&`` run Python code in enum.py
 # on every message (measurable on an idle supervisor whose caches are cold at each wake-up)
-_NOBLOCK = int(zmq.NOBLOCK)
-_SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
-_POLLIN = int(zmq.POLLIN)
-_EVENTS = int(zmq.EVENTS)
 
 
 @dataclass(slots=True)
@@ -106,8 +102,8 @@ class Broker:
         is full misses the whole message. ``zmq.Again`` is handled all the same.
         """
         try:
-            self.xpub.send(topic, _SNDMORE_NOBLOCK)
-            self.xpub.send(payload, _NOBLOCK)
+            self.xpub.send(topic, zmq.SNDMORE | zmq.NOBLOCK)
+            self.xpub.send(payload, zmq.NOBLOCK)
         except zmq.Again:
             self.stats.drop("subscriber queue full")
             return False
@@ -122,12 +118,12 @@ class Broker:
         pull = self.pull
         for _ in range(_BATCH):
             try:
-                frames = pull.recv_multipart(_NOBLOCK)
+                frames = pull.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
             self._accept(frames)
-            events = pull.getsockopt(_EVENTS)
-            if not (isinstance(events, int) and events & _POLLIN):
+            events = pull.getsockopt(zmq.EVENTS)
+            if not (isinstance(events, int) and events & zmq.POLLIN):
                 return
 
     def _accept(self, frames: list[bytes]) -> None:

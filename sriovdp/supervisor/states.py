@@ -19,18 +19,6 @@ class ChildState(enum.IntEnum):
     FATAL = 200  # exited because its config is invalid: not restarted until asked
 
 
-# The members as module names, for code that runs on every wake-up of the supervisor's loop. On
-# Python 3.11 ``ChildState.RUNNING`` is no plain attribute load: EnumType defines ``__getattr__``,
-# so each lookup makes and calls a method-wrapper (about 10x a global load), and reconcile() with
-# next_deadline() made some 80 of them per heartbeat received.
-STOPPED = ChildState.STOPPED
-STARTING = ChildState.STARTING
-RUNNING = ChildState.RUNNING
-BACKOFF = ChildState.BACKOFF
-STOPPING = ChildState.STOPPING
-EXITED = ChildState.EXITED
-FATAL = ChildState.FATAL
-
 #: state -> states it may move to; the comment on each line says what moves it
 TRANSITIONS: dict[ChildState, frozenset[ChildState]] = {
     # STOPPED -> STARTING: spawned; STOPPED -> BACKOFF: wanted again but must wait
