@@ -134,11 +134,11 @@ def comm(pid: int) -> str:
         return "?"
 
 
-#: ``comm`` prefix of each infrastructure child (the zygote names its forks ``sdp-<name>``)
+#: ``comm`` of each infrastructure child (``sriovdp.launch.runtime.name_process``)
 _ROLE_COMMS = {
     "sdp-zygote": "zygote",
-    "sdp-health-moni": "health-monitor",
-    "sdp-kubelet-wat": "kubelet-watcher",
+    "sdp-healthmon": "health-monitor",
+    "sdp-kubewatch": "kubelet-watcher",
 }
 
 

@@ -96,7 +96,7 @@ def run_entry(entry: str, argv: Sequence[str]) -> int:
 def prepare_forked_child(name: str, supervisor: int, close: Sequence[int]) -> None:
     """A child forked by the zygote: default signal handling, the zygote's descriptors in
     ``close`` closed, re-parented to ``supervisor`` and bound to its life, first in line for the
-    OOM killer, named ``sdp-<name>`` in ``ps``."""
+    OOM killer. Each role's ``main`` names its process (``runtime.name_process``)."""
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
@@ -113,7 +113,6 @@ def prepare_forked_child(name: str, supervisor: int, close: Sequence[int]) -> No
         os._exit(1)
     bind_life_to(supervisor)
     raise_oom_score()
-    libc.set_thread_name(f"sdp-{name}")
 
 
 def exec_child(argv: list[str]) -> int:

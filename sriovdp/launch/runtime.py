@@ -8,8 +8,11 @@ import gc
 import os
 import select
 import signal
+import zlib
 from pathlib import Path
 from types import FrameType
+
+import setproctitle
 
 from sriovdp.launch.child import bind_life_to
 from sriovdp.launch.wakeup import WakeupPipe
@@ -20,6 +23,28 @@ def die_with_parent() -> None:
     """SIGTERM when the current parent exits. A child the supervisor started is bound to it
     already (:mod:`~sriovdp.launch.child`); this covers a worker started by hand or by a test."""
     bind_life_to(os.getppid())
+
+
+#: the kernel's ``comm`` (``ps -e``, ``top``, OOM-killer lines) keeps 15 bytes
+COMM_MAX = 15
+
+
+def comm_for(name: str) -> str:
+    """A ``comm`` of at most 15 bytes that tells two child names apart: ``sdp-<name>`` when it
+    fits, else ``sdp<4 hex digits of a hash of name>-<the last 7 characters>``
+    (``intel-com_sriov_net_A`` -> ``sdp3c1e-_net_A``): two pools whose names differ only in
+    what the kernel cuts off still show different comms."""
+    short = f"sdp-{name}"
+    if len(short.encode()) <= COMM_MAX:
+        return short
+    return f"sdp{zlib.crc32(name.encode()) & 0xFFFF:04x}-{name[-7:]}"
+
+
+def name_process(title: str, comm: str) -> None:
+    """What ``ps`` shows: ``title`` as the command line (``ps -ef``, ``top -c``), ``comm`` as the
+    process name (``ps -e``, ``top``, the kernel's log lines), cut to 15 bytes."""
+    setproctitle.setproctitle(title)
+    setproctitle.setthreadtitle(comm.encode()[:COMM_MAX].decode(errors="ignore"))
 
 
 def release_memory() -> None:

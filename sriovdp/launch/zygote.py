@@ -40,8 +40,8 @@ from typing import Any
 
 import msgpack
 
+from sriovdp.launch import runtime
 from sriovdp.launch.child import bind_life_to, prepare_forked_child, run_entry
-from sriovdp.shared import libc
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     # SIGKILL: the zygote holds nothing to clean up, and its workers are not its children
     bind_life_to(args.parent, signal.SIGKILL)
-    libc.set_thread_name("sdp-zygote")
+    runtime.name_process("sriov-dp zygote", "sdp-zygote")
     missing = preload()
     if missing:
         log.warning("zygote: could not preload %s", ", ".join(missing))

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import Any
 
 PR_SET_PDEATHSIG = 1
-PR_SET_NAME = 15
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -34,11 +33,6 @@ def prctl(option: int, arg: int | bytes) -> bool:
 def set_parent_death_signal(sig: int) -> bool:
     """The kernel sends ``sig`` to this process when the thread that forked it exits."""
     return prctl(PR_SET_PDEATHSIG, int(sig))
-
-
-def set_thread_name(name: str) -> bool:
-    """The name ``ps`` and ``top`` show (the kernel keeps 15 bytes of it)."""
-    return prctl(PR_SET_NAME, name.encode()[:15])
 
 
 def become_subreaper() -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 
+from sriovdp.launch.runtime import name_process
 from sriovdp.shared import exitcodes, logs
 from sriovdp.supervisor.main import run
 from sriovdp.supervisor.runopts import options_from_json
@@ -26,6 +27,7 @@ def main(argv: list[str]) -> int:
         print(f"python -m sriovdp.supervisor: {exc}", file=sys.stderr)
         return exitcodes.FAILURE
     logs.setup("supervisor", opts.log_level, opts.log_format)
+    name_process("sriov-dp supervisor", "sdp-supervisor")
     return run(opts)
 
 

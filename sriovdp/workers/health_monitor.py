@@ -349,6 +349,7 @@ def main(argv: list[str]) -> int:
     runtime.die_with_parent()
     args = parse_args(argv)
     logs.setup(args.name, args.log_level, args.log_format)
+    runtime.name_process("sriov-dp health-monitor", "sdp-healthmon")
     stop = runtime.StopFlag()
     stop.install(signal.SIGTERM, signal.SIGINT)
 

@@ -404,6 +404,7 @@ def main(argv: list[str]) -> int:
     runtime.die_with_parent()
     args = parse_args(argv)
     logs.setup(args.name, args.log_level, args.log_format)
+    runtime.name_process("sriov-dp kubelet-watcher", "sdp-kubewatch")
     stop = runtime.StopFlag()
     stop.install(signal.SIGTERM, signal.SIGINT)
 

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from sriovdp.launch import runtime
 from sriovdp.launch.runtime import StopFlag
+from tests.harness.forked import in_child
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -102,3 +104,25 @@ def test_unset_flag_waits_out_its_timeout() -> None:
     finally:
         flag.close()
         signal.signal(signal.SIGUSR2, previous)
+
+
+def test_comm_tells_pools_apart_within_15_bytes() -> None:
+    names = ["intel-com_sriov_net_A", "intel-com_newpool", "example-com_sriov_net_A", "a_b"]
+    comms = [runtime.comm_for(n) for n in names]
+    assert all(len(c.encode()) <= 15 for c in comms)
+    assert len(set(comms)) == len(comms)
+    assert runtime.comm_for("a_b") == "sdp-a_b"
+    assert runtime.comm_for("intel-com_sriov_net_A").endswith("_net_A")
+
+
+def _named() -> str:
+    runtime.name_process("sriov-dp worker intel.com/sriov_net_A", "sdp-x-much-too-long-name")
+    comm = Path("/proc/self/comm").read_text().strip()
+    cmdline = Path("/proc/self/cmdline").read_bytes().rstrip(b"\0 ").decode()
+    return f"{comm}|{cmdline}"
+
+
+def test_name_process_sets_title_and_comm() -> None:
+    code, out = in_child(_named)
+    assert code == 0
+    assert out == "sdp-x-much-too-|sriov-dp worker intel.com/sriov_net_A"

@@ -116,3 +116,31 @@ def test_sigkill_of_the_supervisor_ends_zygote_and_workers_within_2_s(
     killed_at = time.monotonic()
     wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=10, what="children to end")
     assert time.monotonic() - killed_at < 2.0
+
+
+def test_every_process_of_the_tree_says_what_it_is(
+    sup: tuple[Supervisor, KubeletStandIn],
+) -> None:
+    """``ps -ef`` shows a title per process, ``ps -e`` a comm per process that tells pools apart."""
+    s, _ = sup
+    rows = s.wait_running()
+    zygote = zygote_pid(s)
+    assert zygote is not None
+
+    def title(pid: int) -> str:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0 ").decode()
+
+    def comm(pid: int) -> str:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+
+    assert title(s.proc.pid) == "sriov-dp supervisor"
+    assert title(zygote) == "sriov-dp zygote"
+    assert comm(zygote) == "sdp-zygote"
+    assert title(rows["health-monitor"]["pid"]) == "sriov-dp health-monitor"
+    assert title(rows["kubelet-watcher"]["pid"]) == "sriov-dp kubelet-watcher"
+    workers = {r["pool"]: r["pid"] for r in rows.values() if r["role"] == "plugin"}
+    assert {title(pid) for pid in workers.values()} == {
+        f"sriov-dp worker {pool}" for pool in workers
+    }
+    comms = [comm(pid) for pid in workers.values()]
+    assert len(set(comms)) == len(comms) == 3

@@ -105,8 +105,10 @@ def test_run_becomes_the_supervisor_in_place(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, (tmp_path / "log").read_text()
                 time.sleep(0.05)
         assert pid == proc.pid
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        assert b"sriovdp.supervisor" in cmdline and b"run" not in cmdline
+        # the exec'd supervisor names itself (setproctitle): ps shows what it is, not its JSON
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0 ")
+        assert cmdline == b"sriov-dp supervisor"
+        assert Path(f"/proc/{pid}/comm").read_text().strip() == "sdp-supervisor"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
     finally:

@@ -428,6 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = ", ".join(p.child_name for p in config.pools) or "none"
         log.error("no pool %r in %s (pools: %s)", args.name, args.config_file, names)
         return exitcodes.CHILD_CONFIG
+    runtime.name_process(f"sriov-dp worker {pool.resource}", runtime.comm_for(pool.child_name))
     from sriovdp.workers.plugin.drivers import registry
 
     for module in args.driver_module:
