@@ -15,7 +15,9 @@ _STD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__)
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line; ``extra=`` fields become keys."""
+    """One JSON object per line; ``extra=`` fields become keys. ``pid`` is always the logging
+    process's own; an ``extra`` key that would shadow one of the fixed keys is refused, so a
+    line about another process names it in a field of its own (e.g. ``child_pid``)."""
 
     def __init__(self, process_name: str) -> None:
         super().__init__()
@@ -32,7 +34,7 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in record.__dict__.items():
             if key not in _STD_ATTRS and not key.startswith("_"):
-                out[key] = value
+                out.setdefault(key, value)
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)

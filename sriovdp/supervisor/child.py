@@ -69,6 +69,7 @@ class Child:
     restarts: int = 0  # starts after the first one
     starts: int = 0
     last_exit: str = ""  # "exit 1", "signal SIGKILL"
+    last_exit_code: int | None = None  # the same as a return code: status, or -signal
     last_event: str = ""  # the reason of the last state change
     next_start_at: float = 0.0  # BACKOFF: when to start again
     term_sent_at: float | None = None  # STOPPING: when SIGTERM went out
@@ -102,6 +103,6 @@ def change_state(
         old.name,
         new.name,
         reason,
-        extra={"child": child.name, "from": old.name, "to": new.name, "pid": child.pid},
+        extra={"child": child.name, "from": old.name, "to": new.name, "child_pid": child.pid},
     )
     publish(WorkerStateChanged(name=child.name, state=new.name, pid=child.pid or 0))
