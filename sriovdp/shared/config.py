@@ -11,7 +11,11 @@ Both formats are accepted and may be mixed per entry:
   ``sriovMode`` at entry level. It becomes one selector (``rootDevices`` VF filters when
   ``sriovMode`` is true, ``pciAddresses`` otherwise), no class restriction, ``legacy_driver`` set.
 - selector (3.x): ``resourceName``, ``resourcePrefix``, ``deviceType`` ``netDevice`` |
-  ``accelerator``, ``excludeTopology``, ``additionalInfo``, ``selectors`` (object or list).
+  ``accelerator`` | ``auxNetDevice``, ``excludeTopology``, ``additionalInfo``, ``selectors``
+  (object or list). Which selector fields a pool may use depends on its ``deviceType``
+  (``auxTypes`` only for ``auxNetDevice``; ``vdpaType``, ``ddpProfiles``, ``pKeys`` only for
+  ``netDevice``); ``pKeys`` needs ``linkTypes: ["infiniband"]`` in the same selector and
+  ``vdpaType`` excludes ``isRdma: true``, as upstream documents.
 
 Both take the new ``allocationPolicy`` (``packed`` default, ``balanced``, ``none``) and the
 pool-level ``resourcePrefix``, ``excludeTopology`` and ``additionalInfo``.
@@ -45,10 +49,12 @@ from sriovdp.shared.model import (
     NodeConfig,
     PoolConfig,
     Selector,
+    VdpaType,
     VfFilter,
 )
 
 __all__ = [
+    "AUX_NAME_RE",
     "LINK_TYPES",
     "MAX_VF_INDEX",
     "ConfigError",
@@ -72,10 +78,17 @@ _PCI_RE = re.compile(
 _DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _HEX4_RE = re.compile(r"^[0-9a-f]{4}$")
 _ACPI_INDEX_RE = re.compile(r"^[0-9]+$")
+#: an auxiliary device name, ``<driver>.<type>.<id>`` (the kernel's auxiliary_device naming)
+AUX_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+\.(?P<type>[A-Za-z0-9_-]+)\.(?P<id>[0-9]+)$")
+_AUX_TYPE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_PKEY_RE = re.compile(r"^(?:0[xX])?([0-9a-fA-F]{1,4})$")
 _IFNAME_FORBIDDEN_RE = re.compile(r"[/:\s]")
 _MAX_NAME_LEN = 63  # the name part of a Kubernetes qualified name
 _MAX_PREFIX_LEN = 253
 _MAX_VALUE_SHOWN = 60
+#: kernel modules often put in ``drivers`` that no PCI function is ever bound to -> the driver
+#: those functions do have (the upstream README's own example uses mlx5_ib)
+_NOT_PCI_DRIVERS = {"mlx5_ib": "mlx5_core"}
 
 _COMMON_KEYS = (
     "resourceName",
@@ -99,7 +112,17 @@ _SELECTOR_KEYS = (
     "acpiIndexes",
     "isRdma",
     "needVhostNet",
+    "auxTypes",
+    "ddpProfiles",
+    "pKeys",
+    "vdpaType",
 )
+#: selector fields that mean nothing for a deviceType (everything else applies to all)
+_NOT_FOR = {
+    DeviceType.NET_DEVICE: ("auxTypes",),
+    DeviceType.ACCELERATOR: ("auxTypes", "vdpaType", "ddpProfiles", "pKeys"),
+    DeviceType.AUX_NET_DEVICE: ("vdpaType", "ddpProfiles", "pKeys", "needVhostNet"),
+}
 
 
 class ConfigError(ValueError):
@@ -404,7 +427,9 @@ class _Parser:
             if "selectors" not in entry:
                 self.err(where, 'missing required key "selectors" (or legacy "rootDevices")')
             else:
-                selectors = self.selectors(entry["selectors"], _join(where, "selectors"))
+                selectors = self.selectors(
+                    entry["selectors"], _join(where, "selectors"), device_type
+                )
 
         if len(self.errors) > before or name is None or prefix is None:
             return None
@@ -467,8 +492,15 @@ class _Parser:
         for key, mapping in info.items():
             key_at = _join(at, key)
             address = "*" if key == "*" else normalize_pci_address(key)
+            if address is None and AUX_NAME_RE.match(key):
+                address = key
             if address is None:
-                self.err(key_at, 'key must be "*" or a PCI address', key)
+                self.err(
+                    key_at,
+                    'key must be "*", a PCI address or an auxiliary device name '
+                    "(<driver>.<type>.<id>, e.g. mlx5_core.sf.4)",
+                    key,
+                )
                 continue
             if address in out:
                 self.err(key_at, f"same PCI address as another key ({address})", key)
@@ -526,9 +558,11 @@ class _Parser:
         kind = self.enum(entry, "deviceType", where, [d.value for d in DeviceType])
         return DeviceType(kind) if kind else DeviceType.NET_DEVICE
 
-    def selectors(self, value: Any, where: str) -> tuple[Selector, ...]:
+    def selectors(
+        self, value: Any, where: str, device_type: DeviceType | None
+    ) -> tuple[Selector, ...]:
         if isinstance(value, dict):
-            sel = self.selector(value, where)
+            sel = self.selector(value, where, device_type)
             return (sel,) if sel else ()
         if not isinstance(value, list):
             self.err(where, f"expected an object or an array of objects, got {_kind(value)}", value)
@@ -540,14 +574,41 @@ class _Parser:
         for i, item in enumerate(value):
             at = f"{where}[{i}]"
             if self.typed(item, at, "object"):
-                sel = self.selector(item, at)
+                sel = self.selector(item, at, device_type)
                 if sel:
                     out.append(sel)
         return tuple(out)
 
-    def selector(self, obj: dict[str, Any], where: str) -> Selector | None:
+    def selector(
+        self, obj: dict[str, Any], where: str, device_type: DeviceType | None
+    ) -> Selector | None:
         self.check_keys(obj, where, _SELECTOR_KEYS)
+        not_for = _NOT_FOR[device_type] if device_type is not None else ()
+        if device_type is not None:
+            for key in not_for:
+                if key in obj:
+                    only = ' (only for deviceType "auxNetDevice")' if key == "auxTypes" else ""
+                    self.err(
+                        _join(where, key),
+                        f'not applicable to deviceType "{device_type.value}"{only}',
+                        obj[key],
+                    )
         is_rdma = self.boolean(obj, "isRdma", where, False) if "isRdma" in obj else None
+        link_types = tuple(self.strings(obj, "linkTypes", where, _link_type_check))
+        pkeys = tuple(self.strings(obj, "pKeys", where, _pkey_check))
+        if pkeys and link_types != ("infiniband",) and "pKeys" not in not_for:
+            self.err(
+                _join(where, "pKeys"),
+                'only valid with linkTypes: ["infiniband"] in the same selector',
+                obj["pKeys"],
+            )
+        vdpa = self.enum(obj, "vdpaType", where, [t.value for t in VdpaType])
+        if vdpa is not None and is_rdma and "vdpaType" not in not_for:
+            self.err(
+                _join(where, "vdpaType"),
+                "cannot be combined with isRdma: true (a vDPA device has no RDMA device)",
+                vdpa,
+            )
         return Selector(
             vendors=tuple(self.strings(obj, "vendors", where, _hex4_check)),
             devices=tuple(self.strings(obj, "devices", where, _hex4_check)),
@@ -555,10 +616,14 @@ class _Parser:
             pci_addresses=tuple(self.strings(obj, "pciAddresses", where, _address_check)),
             pf_names=tuple(self.strings(obj, "pfNames", where, _pf_name_check)),
             root_devices=tuple(self.strings(obj, "rootDevices", where, _root_device_check)),
-            link_types=tuple(self.strings(obj, "linkTypes", where, _link_type_check)),
+            link_types=link_types,
             acpi_indexes=tuple(self.strings(obj, "acpiIndexes", where, _acpi_check)),
             is_rdma=is_rdma,
             need_vhost_net=self.boolean(obj, "needVhostNet", where, False),
+            aux_types=tuple(self.strings(obj, "auxTypes", where, _aux_type_check)),
+            ddp_profiles=tuple(self.strings(obj, "ddpProfiles", where)),
+            pkeys=pkeys,
+            vdpa_type=VdpaType(vdpa) if vdpa is not None else None,
         )
 
 
@@ -598,6 +663,20 @@ def _link_type_check(text: str) -> tuple[str | None, str | None]:
         return text, None
     expected = ", ".join(f'"{t}"' for t in LINK_TYPES)
     return None, f"unknown link type, expected one of {expected}{_did_you_mean(text, LINK_TYPES)}"
+
+
+def _aux_type_check(text: str) -> tuple[str | None, str | None]:
+    if _AUX_TYPE_RE.match(text):
+        return text, None
+    return None, 'expected the middle part of an auxiliary device name (e.g. "sf" or "eth")'
+
+
+def _pkey_check(text: str) -> tuple[int | None, str | None]:
+    """A partition key, hex in any case, with or without ``0x``: ``"0x7FFF"`` -> 0x7FFF."""
+    m = _PKEY_RE.match(text)
+    if m is None:
+        return None, "expected a 16-bit hex partition key (e.g. 0x7fff, 0xFFFF or 8001)"
+    return int(m[1], 16), None
 
 
 def _acpi_check(text: str) -> tuple[str | None, str | None]:
@@ -642,4 +721,12 @@ def config_warnings(config: NodeConfig) -> list[str]:
     warnings: list[str] = []
     if not config.pools:
         warnings.append(f"{config.path}: resourceList is empty: no pools will be advertised")
+    for pool in config.pools:
+        named = {d for s in pool.selectors for d in s.drivers}
+        for module, driver in sorted(_NOT_PCI_DRIVERS.items()):
+            if module in named:
+                warnings.append(
+                    f'{config.path}: resourceList[{pool.index}]: drivers "{module}" never '
+                    f'matches: it is not a PCI driver (such functions are bound to "{driver}")'
+                )
     return warnings

@@ -21,10 +21,18 @@ DEFAULT_SYSFS_ROOT = "/sys"
 
 
 class DeviceType(enum.StrEnum):
-    """Selector-format ``deviceType``: restricts a pool to a PCI class."""
+    """Selector-format ``deviceType``: what kind of device the pool offers."""
 
-    NET_DEVICE = "netDevice"  # PCI class 0x02xxxx
-    ACCELERATOR = "accelerator"  # PCI class 0x12xxxx
+    NET_DEVICE = "netDevice"  # PCI functions of class 0x02xxxx
+    ACCELERATOR = "accelerator"  # PCI functions of class 0x12xxxx
+    AUX_NET_DEVICE = "auxNetDevice"  # auxiliary devices (e.g. mlx5 SFs) of class 0x02 functions
+
+
+class VdpaType(enum.StrEnum):
+    """Selector ``vdpaType``: the vDPA bus driver a VF's vDPA device must be bound to."""
+
+    VHOST = "vhost"  # vhost_vdpa: a /dev/vhost-vdpa-N char device
+    VIRTIO = "virtio"  # virtio_vdpa: a virtio netdev in the host
 
 
 class LegacyDriverKind(enum.StrEnum):
@@ -68,6 +76,10 @@ class Selector:
     acpi_indexes: tuple[str, ...] = ()
     is_rdma: bool | None = None  # None: not applied; True/False: must (not) have RDMA
     need_vhost_net: bool = False
+    aux_types: tuple[str, ...] = ()  # auxNetDevice: the middle part of the name ("sf", "eth")
+    ddp_profiles: tuple[str, ...] = ()  # the PF's DDP package name (devlink fw.app.name)
+    pkeys: tuple[int, ...] = ()  # the default (index 0) InfiniBand partition key
+    vdpa_type: VdpaType | None = None  # the VF's vDPA device must be bound this way
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,12 +111,16 @@ class PoolConfig:
         """Name of this pool's worker in the supervisor's table and in bus topics (no dots)."""
         return child_name(self.resource_prefix, self.resource_name)
 
-    def extra_info(self, address: str) -> dict[str, str]:
+    def extra_info(self, device_id: str) -> dict[str, str]:
         """``additionalInfo`` for one device: the ``"*"`` map overridden key by key by its own."""
         maps = dict(self.additional_info)
         merged = dict(maps.get("*", ()))
-        merged.update(dict(maps.get(address, ())))
+        merged.update(dict(maps.get(device_id, ())))
         return merged
+
+    @property
+    def is_aux(self) -> bool:
+        return self.device_type is DeviceType.AUX_NET_DEVICE
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +151,21 @@ def env_name(resource: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class VdpaDevice:
+    """A vDPA device on the vdpa bus whose parent is a function (``bus/vdpa/devices/vdpaN``)."""
+
+    name: str  # "vdpa0"
+    driver: str | None  # "vhost_vdpa", "virtio_vdpa", None when unbound
+    vhost_device: str | None = None  # vhost_vdpa: "vhost-vdpa-0" (its /dev node)
+    netdevs: tuple[str, ...] = ()  # virtio_vdpa: the virtio netdev(s)
+
+    @property
+    def type(self) -> VdpaType | None:
+        """The vdpaType this binding satisfies; None for any other driver."""
+        return {"vhost_vdpa": VdpaType.VHOST, "virtio_vdpa": VdpaType.VIRTIO}.get(self.driver or "")
+
+
+@dataclass(frozen=True, slots=True)
 class PciFunction:
     """What sysfs says about one PCI function. Fields that do not apply are None or empty."""
 
@@ -158,6 +189,9 @@ class PciFunction:
     sriov_totalvfs: int | None = None  # PFs (SR-IOV capable functions)
     sriov_numvfs: int | None = None
     vf_addresses: tuple[str, ...] = ()  # PFs: addresses of their VFs, by index order
+    pkeys: tuple[int, ...] = ()  # index-0 pkey of each port of its RDMA devices
+    vdpa: VdpaDevice | None = None  # a vDPA device on top of this function
+    cxi_devices: tuple[str, ...] = ()  # Slingshot CXI char devices, e.g. "cxi0"
     warnings: tuple[str, ...] = ()  # odd or unreadable sysfs entries of this function
 
     @property
@@ -170,19 +204,57 @@ class PciFunction:
 
 
 @dataclass(frozen=True, slots=True)
+class AuxDevice:
+    """An auxiliary network device (``bus/auxiliary/devices/<driver>.<type>.<id>``), e.g. an mlx5
+    subfunction; ``parent`` is the PCI function it lives on."""
+
+    name: str  # "mlx5_core.sf.4"
+    aux_type: str  # "sf"
+    index: int  # SFs: sfnum; other types: the <id> of the name
+    parent: PciFunction
+    driver: str | None  # the auxiliary driver bound ("mlx5_core.sf"), None when unbound
+    netdevs: tuple[str, ...] = ()
+    link_type: str | None = None
+    rdma_devices: tuple[str, ...] = ()
+    rdma_char_devices: tuple[str, ...] = ()
+    pkeys: tuple[int, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def netdev(self) -> str | None:
+        return self.netdevs[0] if self.netdevs else None
+
+
+@dataclass(frozen=True, slots=True)
 class PoolDevice:
-    """One device a pool advertises: the function plus the options of the selector that matched."""
+    """One device a pool advertises: the function plus the options of the selector that matched.
+
+    For an auxiliary device, ``aux`` is set and ``function`` is its parent PCI function.
+    """
 
     function: PciFunction
     is_rdma: bool = False
     need_vhost_net: bool = False
     extra: tuple[tuple[str, str], ...] = ()
-    #: the netdev whose link decides health: a VF's PF netdev, else the function's own; None: none
+    #: the netdev whose link decides health: a VF's PF netdev, an SF's parent's netdev, else the
+    #: function's own; None: none
     health_link: str | None = None
+    aux: AuxDevice | None = None
+    vdpa_type: VdpaType | None = None  # set when the selector that matched asked for vDPA
 
     @property
     def id(self) -> str:
-        return self.function.address
+        return self.aux.name if self.aux is not None else self.function.address
+
+    @property
+    def rdma_devices(self) -> tuple[str, ...]:
+        return self.aux.rdma_devices if self.aux is not None else self.function.rdma_devices
+
+    @property
+    def rdma_char_devices(self) -> tuple[str, ...]:
+        if self.aux is not None:
+            return self.aux.rdma_char_devices
+        return self.function.rdma_char_devices
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,3 +272,5 @@ class PoolDiscovery:
     pool: PoolConfig
     devices: tuple[PoolDevice, ...] = ()
     excluded: tuple[Exclusion, ...] = field(default=())
+    #: ``additionalInfo`` keys (other than ``"*"``) that name none of the pool's devices
+    unused_info_ids: tuple[str, ...] = ()

@@ -11,7 +11,17 @@ Owns the pool-membership rules (REFERENCE.md):
   driver, is an SR-IOV PF with VFs, or carries the node's IPv4 default route: these hold for every
   pool, so nobody claims it;
 - a legacy pool leaves out a function whose bound driver contradicts its declared ``deviceType``;
-  that function stays free for a later pool (e.g. a ``vfio`` pool on the same root devices).
+  that function stays free for a later pool (e.g. a ``vfio`` pool on the same root devices);
+- likewise a selector whose other fields match but whose ``vdpaType``, ``ddpProfiles`` or
+  ``pKeys`` do not leaves the function out with the reason (the VF's vDPA binding, the PF's DDP
+  package or devlink's failure to tell it, the default pkey), free for a later pool;
+- a selector's flags (``isRdma``, ``needVhostNet``, ``vdpaType``) come from the first selector
+  of the pool that matches the device (upstream's order rule);
+- ``auxNetDevice`` pools match auxiliary devices (:class:`AuxDevice`), never PCI functions:
+  ``vendors``, ``devices``, ``drivers``, ``pciAddresses`` and ``acpiIndexes`` look at the parent
+  PCI function, ``pfNames``/``rootDevices`` name the parent with ``#`` ranges over the SF number
+  (``sfnum``; other types: the name's ``<id>``), ``linkTypes`` and ``isRdma`` at the device's own
+  netdev and RDMA device, ``auxTypes`` at the middle part of its name.
 
 :func:`match` is pure; :func:`discover` and :func:`discover_pool` read sysfs and procfs first.
 
@@ -36,7 +46,9 @@ from pathlib import Path
 
 from sriovdp.shared import routes, sysfs
 from sriovdp.shared.config import normalize_pci_address
+from sriovdp.shared.ddp import DdpReader, DdpUnavailable
 from sriovdp.shared.model import (
+    AuxDevice,
     DeviceType,
     Exclusion,
     LegacyDriverKind,
@@ -51,34 +63,51 @@ from sriovdp.shared.model import (
 
 __all__ = [
     "Scope",
+    "aux_selector_matches",
     "discover",
     "discover_pool",
     "legacy_driver_problem",
     "match",
     "pool_scope",
     "selector_matches",
+    "selector_problem",
 ]
 
-_CLASS_OF = {DeviceType.NET_DEVICE: 0x02, DeviceType.ACCELERATOR: 0x12}
+_CLASS_OF = {
+    DeviceType.NET_DEVICE: 0x02,
+    DeviceType.ACCELERATOR: 0x12,
+    DeviceType.AUX_NET_DEVICE: 0x02,  # the parent function's class
+}
 _VFIO_DRIVERS = frozenset({"vfio-pci"})
 _UIO_DRIVERS = frozenset({"igb_uio", "uio_pci_generic"})
 
 
-def _vf_filter_matches(filters: Iterable[VfFilter], fn: PciFunction, by_name: bool) -> bool:
-    if fn.pf_address is None:
+def _filter_matches(
+    filters: Iterable[VfFilter],
+    pf_address: str | None,
+    pf_name: str | None,
+    index: int | None,
+    by_name: bool,
+) -> bool:
+    if pf_address is None:
         return False
     for flt in filters:
-        if flt.indexes is not None and fn.vf_index not in flt.indexes:
+        if flt.indexes is not None and index not in flt.indexes:
             continue
-        if flt.pf == fn.pf_address:
+        if flt.pf == pf_address:
             return True
-        if by_name and fn.pf_name is not None and flt.pf.casefold() == fn.pf_name.casefold():
+        if by_name and pf_name is not None and flt.pf.casefold() == pf_name.casefold():
             return True
     return False
 
 
+def _vf_filter_matches(filters: Iterable[VfFilter], fn: PciFunction, by_name: bool) -> bool:
+    return _filter_matches(filters, fn.pf_address, fn.pf_name, fn.vf_index, by_name)
+
+
 def selector_matches(sel: Selector, fn: PciFunction) -> bool:
-    """Every non-empty field of ``sel`` holds for ``fn``."""
+    """Every non-empty field of ``sel`` holds for ``fn`` (but ``vdpaType``, ``ddpProfiles`` and
+    ``pKeys``, which :func:`selector_problem` decides)."""
     return not (
         (sel.vendors and fn.vendor not in sel.vendors)
         or (sel.devices and fn.device not in sel.devices)
@@ -92,10 +121,87 @@ def selector_matches(sel: Selector, fn: PciFunction) -> bool:
     )
 
 
+def aux_selector_matches(sel: Selector, aux: AuxDevice) -> bool:
+    """Every non-empty field of ``sel`` holds for auxiliary device ``aux`` (see the module doc)."""
+    fn = aux.parent
+    return not (
+        (sel.vendors and fn.vendor not in sel.vendors)
+        or (sel.devices and fn.device not in sel.devices)
+        or (sel.drivers and fn.driver not in sel.drivers)
+        or (sel.pci_addresses and fn.address not in sel.pci_addresses)
+        or (sel.acpi_indexes and fn.acpi_index not in sel.acpi_indexes)
+        or (sel.aux_types and aux.aux_type not in sel.aux_types)
+        or (
+            sel.pf_names
+            and not _filter_matches(sel.pf_names, fn.address, fn.netdev, aux.index, True)
+        )
+        or (
+            sel.root_devices
+            and not _filter_matches(sel.root_devices, fn.address, fn.netdev, aux.index, False)
+        )
+        or (sel.link_types and aux.link_type not in sel.link_types)
+        or (sel.is_rdma is not None and bool(aux.rdma_devices) != sel.is_rdma)
+    )
+
+
+def _pkey(value: int) -> str:
+    return f"0x{value:04x}"
+
+
+def selector_problem(sel: Selector, fn: PciFunction, ddp: DdpReader | None) -> str | None:
+    """Why ``fn``, which the rest of ``sel`` matches, still does not fit its ``vdpaType``,
+    ``pKeys`` or ``ddpProfiles``; None when it fits."""
+    if sel.vdpa_type is not None:
+        vdpa = fn.vdpa
+        if vdpa is None:
+            return f"no vDPA device (vdpaType {sel.vdpa_type.value})"
+        if vdpa.type is not sel.vdpa_type:
+            bound = f"bound to {vdpa.driver}" if vdpa.driver else "not bound to a vDPA driver"
+            return f"vDPA device {vdpa.name} is {bound}, not {sel.vdpa_type.value}"
+    if sel.pkeys:
+        if not fn.pkeys:
+            return "no InfiniBand port with a pkey (pKeys)"
+        if not set(fn.pkeys) & set(sel.pkeys):
+            shown = ", ".join(_pkey(k) for k in fn.pkeys)
+            return f"default pkey {shown} not in pKeys"
+    if sel.ddp_profiles:
+        pf = fn.pf_address or fn.address
+        try:
+            package = (ddp or DdpReader()).package(pf)
+        except DdpUnavailable as exc:
+            return str(exc)
+        if package not in sel.ddp_profiles:
+            return f"PF {pf} runs DDP package {package!r}, not one of ddpProfiles"
+    return None
+
+
+def _class_fits(pool: PoolConfig, fn: PciFunction) -> bool:
+    return pool.device_type is None or (fn.pci_class >> 16) == _CLASS_OF[pool.device_type]
+
+
 def _matching_selector(pool: PoolConfig, fn: PciFunction) -> Selector | None:
-    if pool.device_type is not None and (fn.pci_class >> 16) != _CLASS_OF[pool.device_type]:
+    """The first selector whose plain fields match (vdpaType, pKeys, ddpProfiles aside)."""
+    if pool.is_aux or not _class_fits(pool, fn):
         return None
     return next((s for s in pool.selectors if selector_matches(s, fn)), None)
+
+
+def _selected(
+    pool: PoolConfig, fn: PciFunction, ddp: DdpReader | None
+) -> tuple[Selector | None, str | None]:
+    """(the first selector that fully matches, None) or (None, why the first that matched its
+    plain fields still does not fit), or (None, None) when no selector is near."""
+    if pool.is_aux or not _class_fits(pool, fn):
+        return None, None
+    first_problem: str | None = None
+    for sel in pool.selectors:
+        if not selector_matches(sel, fn):
+            continue
+        problem = selector_problem(sel, fn, ddp)
+        if problem is None:
+            return sel, None
+        first_problem = first_problem or problem
+    return None, first_problem
 
 
 def legacy_driver_problem(kind: LegacyDriverKind, fn: PciFunction) -> str | None:
@@ -126,6 +232,18 @@ def _global_problem(fn: PciFunction, default_ifaces: frozenset[str]) -> str | No
     return None
 
 
+def _aux_global_problem(aux: AuxDevice, default_ifaces: frozenset[str]) -> str | None:
+    """Reasons no pool may offer auxiliary device ``aux``."""
+    if aux.driver is None:
+        return "no driver bound"
+    if not aux.netdevs:
+        return "no network interface (not an auxiliary network device)"
+    carrying = sorted(set(aux.netdevs) & default_ifaces)
+    if carrying:
+        return f"carries the node's IPv4 default route ({', '.join(carrying)})"
+    return None
+
+
 def _device(pool: PoolConfig, sel: Selector, fn: PciFunction) -> PoolDevice:
     health = fn.pf_name if fn.is_vf else fn.netdev
     return PoolDevice(
@@ -134,6 +252,17 @@ def _device(pool: PoolConfig, sel: Selector, fn: PciFunction) -> PoolDevice:
         need_vhost_net=sel.need_vhost_net,
         extra=tuple(sorted(pool.extra_info(fn.address).items())),
         health_link=health,
+        vdpa_type=sel.vdpa_type,
+    )
+
+
+def _aux_device(pool: PoolConfig, sel: Selector, aux: AuxDevice) -> PoolDevice:
+    return PoolDevice(
+        function=aux.parent,
+        is_rdma=sel.is_rdma is True,
+        extra=tuple(sorted(pool.extra_info(aux.name).items())),
+        health_link=aux.parent.netdev,  # an SF follows its parent PF's link, as a VF does
+        aux=aux,
     )
 
 
@@ -141,47 +270,88 @@ def _match_pools(
     pools: Sequence[PoolConfig],
     functions: Iterable[PciFunction],
     default_ifaces: frozenset[str],
+    aux_devices: Iterable[AuxDevice] = (),
+    ddp: DdpReader | None = None,
 ) -> list[PoolDiscovery]:
     devices: dict[int, list[PoolDevice]] = {i: [] for i in range(len(pools))}
     excluded: dict[int, list[Exclusion]] = {i: [] for i in range(len(pools))}
+    if ddp is None and any(s.ddp_profiles for p in pools for s in p.selectors):
+        ddp = DdpReader()
     for fn in sorted(functions, key=lambda f: f.address):
         owner: PoolConfig | None = None
         problem = _global_problem(fn, default_ifaces)
         for i, pool in enumerate(pools):
-            sel = _matching_selector(pool, fn)
-            if sel is None:
+            if pool.is_aux or _matching_selector(pool, fn) is None:
                 continue
             reason = problem
             if reason is None and owner is not None:
                 reason = f"claimed by earlier pool {owner.resource}"
             if reason is None and pool.legacy_driver is not None:
                 reason = legacy_driver_problem(pool.legacy_driver, fn)
-            if reason is not None:
-                excluded[i].append(Exclusion(fn.address, reason))
+            sel: Selector | None = None
+            if reason is None:
+                sel, reason = _selected(pool, fn, ddp)
+            if sel is None:
+                excluded[i].append(Exclusion(fn.address, reason or "no selector fits"))
                 continue
             owner = pool
             devices[i].append(_device(pool, sel, fn))
+    for aux in sorted(aux_devices, key=lambda a: a.name):
+        aux_owner: PoolConfig | None = None
+        problem = _aux_global_problem(aux, default_ifaces)
+        for i, pool in enumerate(pools):
+            if not pool.is_aux or not _class_fits(pool, aux.parent):
+                continue
+            aux_sel = next((s for s in pool.selectors if aux_selector_matches(s, aux)), None)
+            if aux_sel is None:
+                continue
+            reason = problem
+            if reason is None and aux_owner is not None:
+                reason = f"claimed by earlier pool {aux_owner.resource}"
+            if reason is not None:
+                excluded[i].append(Exclusion(aux.name, reason))
+                continue
+            aux_owner = pool
+            devices[i].append(_aux_device(pool, aux_sel, aux))
     return [
-        PoolDiscovery(pool=p, devices=tuple(devices[i]), excluded=tuple(excluded[i]))
+        PoolDiscovery(
+            pool=p,
+            devices=tuple(devices[i]),
+            excluded=tuple(excluded[i]),
+            unused_info_ids=_unused_info_ids(p, devices[i]),
+        )
         for i, p in enumerate(pools)
     ]
+
+
+def _unused_info_ids(pool: PoolConfig, devices: Sequence[PoolDevice]) -> tuple[str, ...]:
+    ids = {d.id for d in devices}
+    return tuple(k for k, _ in pool.additional_info if k != "*" and k not in ids)
 
 
 def match(
     config: NodeConfig,
     functions: Iterable[PciFunction],
     default_route_ifaces: Iterable[str] = (),
+    aux_devices: Iterable[AuxDevice] = (),
+    ddp: DdpReader | None = None,
 ) -> list[PoolDiscovery]:
-    """One :class:`PoolDiscovery` per pool, in file order. Pure."""
-    return _match_pools(config.pools, functions, frozenset(default_route_ifaces))
+    """One :class:`PoolDiscovery` per pool, in file order. Pure but for ``ddp`` (devlink is
+    asked only for pools with ``ddpProfiles``; give a reader with recorded answers to test)."""
+    return _match_pools(config.pools, functions, frozenset(default_route_ifaces), aux_devices, ddp)
 
 
 def discover(
-    config: NodeConfig, sysfs_root: Path, proc_root: Path = Path("/proc")
+    config: NodeConfig,
+    sysfs_root: Path,
+    proc_root: Path = Path("/proc"),
+    ddp: DdpReader | None = None,
 ) -> list[PoolDiscovery]:
     """Reads the node and matches every pool."""
-    functions = sysfs.read_functions(sysfs_root)
-    return match(config, functions, routes.default_route_ifaces(proc_root))
+    reader = sysfs.Reader(sysfs_root)
+    functions = reader.functions()
+    aux = reader.aux_devices() if any(p.is_aux for p in config.pools) else []
+    return match(config, functions, routes.default_route_ifaces(proc_root), aux, ddp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +375,9 @@ def pool_scope(pool: PoolConfig, reader: sysfs.Reader) -> Scope | None:
     ``pfNames`` the VFs of the PFs they name (``#`` indexes applied to the ``virtfnN`` links).
     Both are supersets of what the selector matches (its other fields still apply).
     """
-    if not all(s.pci_addresses or s.root_devices or s.pf_names for s in pool.selectors):
+    if pool.is_aux or not all(
+        s.pci_addresses or s.root_devices or s.pf_names for s in pool.selectors
+    ):
         return None
     names = {
         f.pf
@@ -261,6 +433,8 @@ def discover_pool(
     sysfs_root: Path,
     proc_root: Path = Path("/proc"),
     reader: sysfs.Reader | None = None,
+    *,
+    ddp: DdpReader | None = None,
 ) -> PoolDiscovery:
     """The discovery of one pool (by worker name), for that pool's plugin worker.
 
@@ -275,6 +449,10 @@ def discover_pool(
     if target is None:
         raise KeyError(f"no pool named {child!r} in {config.path}")
     reader = sysfs.Reader(sysfs_root) if reader is None else reader
+    ifaces = routes.default_route_ifaces(proc_root)
+    if target.is_aux:  # auxiliary devices: only earlier aux pools can claim them
+        aux_pools = [p for p in config.pools if p.is_aux and p.index <= target.index]
+        return _match_pools(aux_pools, (), ifaces, reader.aux_devices(), ddp)[-1]
     scope = pool_scope(target, reader)
     if scope is None:
         bound = [s.drivers for s in target.selectors]
@@ -283,6 +461,5 @@ def discover_pool(
     else:
         functions = reader.functions(scope.addresses)
     candidates = [fn for fn in functions if _matching_selector(target, fn) is not None]
-    earlier = [p for p in config.pools if p.index < target.index]
-    ifaces = routes.default_route_ifaces(proc_root)
-    return _match_pools([*earlier, target], candidates, ifaces)[-1]
+    earlier = [p for p in config.pools if p.index < target.index and not p.is_aux]
+    return _match_pools([*earlier, target], candidates, ifaces, (), ddp)[-1]

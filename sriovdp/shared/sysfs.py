@@ -27,13 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sriovdp.shared.messages import LinkState
-from sriovdp.shared.model import PciFunction
+from sriovdp.shared.model import AuxDevice, PciFunction, VdpaDevice
 
 __all__ = [
     "ARPHRD_NAMES",
     "Basics",
     "Reader",
     "operstate",
+    "read_aux_devices",
     "read_function_addresses",
     "read_functions",
 ]
@@ -65,6 +66,8 @@ class _Raw:
     uio: tuple[str, ...] = ()
     rdma: tuple[str, ...] = ()
     rdma_char: tuple[str, ...] = ()
+    pkeys: tuple[int, ...] = ()
+    cxi: tuple[str, ...] = ()
     acpi_index: str | None = None
     totalvfs: int | None = None
     numvfs: int | None = None
@@ -175,18 +178,43 @@ class _Reader:
         if "uio" in names:
             raw.uio = self.listing(raw, base, "uio")
         if "infiniband" in names:
-            raw.rdma = self.listing(raw, base, "infiniband")
-            chars: list[str] = []
-            for sub in _RDMA_CHAR_DIRS:
-                if sub in names:
-                    listed = self.listing(raw, base, sub)
-                    chars.extend(f"/dev/infiniband/{n}" for n in listed)
-            raw.rdma_char = tuple(sorted(chars))
+            self.rdma(raw, base, names)
+        if "cxi_user" in names:
+            raw.cxi = self.listing(raw, base, "cxi_user")
         if "acpi_index" in names:
             raw.acpi_index = self.text(raw, base, "acpi_index")
         elif "firmware_node" in names and _exists("firmware_node/acpi_index", base):
             raw.acpi_index = self.text(raw, base, os.path.join("firmware_node", "acpi_index"))
         return True
+
+    def rdma(self, raw: _Raw, base: int, names: set[str]) -> None:
+        """RDMA devices, their char devices and the index-0 pkey of every port.
+
+        The layout is the RDMA core's (drivers/infiniband/core/sysfs.c, device.c): the ib_device
+        ``infiniband/<dev>/`` with ``ports/<n>/pkeys/<index>`` (hex, ``0xffff``) under its parent,
+        and the uverbs/umad class devices beside it.
+        """
+        raw.rdma = self.listing(raw, base, "infiniband")
+        chars: list[str] = []
+        for sub in _RDMA_CHAR_DIRS:
+            if sub in names:
+                listed = self.listing(raw, base, sub)
+                chars.extend(f"/dev/infiniband/{n}" for n in listed)
+        raw.rdma_char = tuple(sorted(chars))
+        pkeys: list[int] = []
+        for dev in raw.rdma:
+            ports = f"infiniband/{dev}/ports"
+            if not _exists(ports, base):
+                continue
+            for port in self.listing(raw, base, ports):
+                text = self.text(raw, base, f"{ports}/{port}/pkeys/0")
+                if text is None:
+                    continue
+                try:
+                    pkeys.append(int(text, 16))
+                except ValueError:
+                    raw.warnings.append(f"{ports}/{port}/pkeys/0 is not hex: {text!r}")
+        raw.pkeys = tuple(pkeys)
 
     # -- single entries ---------------------------------------------------------------------------
 
@@ -335,6 +363,13 @@ def _exists(path: str, dir_fd: int | None = None) -> bool:
     return True
 
 
+def _listdir_or_empty(path: str) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return []
+
+
 def _why(exc: OSError) -> str:
     return exc.strerror or exc.__class__.__name__
 
@@ -352,7 +387,113 @@ class Reader:
     def __init__(self, root: Path) -> None:
         self._reader = _Reader(root)
         self._full: dict[str, _Raw] = {}
+        self._vdpa: dict[str, VdpaDevice] | None = None
         self.opened: list[str] = []
+
+    def vdpa_devices(self) -> dict[str, VdpaDevice]:
+        """PCI address -> the vDPA device on top of that function (one listing of the bus).
+
+        ``bus/vdpa/devices/vdpaN`` links to the vDPA device, which sits below its parent: the PCI
+        function itself (vp_vdpa, drivers/vdpa/virtio_pci/vp_vdpa.c) or an auxiliary device of
+        it (mlx5_vdpa on ``mlx5_core.vnet.N``); the nearest PCI address in the path is the
+        function. Bound to vhost_vdpa, it has a ``vhost-vdpa-N`` child (drivers/vhost/vdpa.c,
+        the name of its /dev node); bound to virtio_vdpa, a ``virtioN`` child with ``net/<if>``
+        (drivers/virtio/virtio_vdpa.c).
+        """
+        if self._vdpa is not None:
+            return self._vdpa
+        found: dict[str, VdpaDevice] = {}
+        bus = os.path.join(self._reader.root, "bus", "vdpa", "devices")
+        try:
+            names = sorted(os.listdir(bus))
+        except OSError:
+            names = []
+        for name in names:
+            real = os.path.realpath(os.path.join(bus, name))
+            parent = next(
+                (p for p in reversed(real.split(os.sep)[:-1]) if _PCI_ADDRESS.match(p)), None
+            )
+            if parent is None or parent in found:
+                continue
+            try:
+                driver: str | None = os.path.basename(os.readlink(os.path.join(real, "driver")))
+            except OSError:
+                driver = None
+            children = _listdir_or_empty(real)
+            vhost = next((c for c in children if c.startswith("vhost-vdpa-")), None)
+            netdevs: list[str] = []
+            for child in children:
+                if child.startswith("virtio") and child[6:].isdecimal():
+                    netdevs.extend(_listdir_or_empty(os.path.join(real, child, "net")))
+            found[parent] = VdpaDevice(name, driver, vhost, tuple(netdevs))
+        self._vdpa = found
+        return found
+
+    def aux_devices(self, keep: Callable[[str], bool] | None = None) -> list[AuxDevice]:
+        """Every auxiliary device (``bus/auxiliary/devices/<driver>.<type>.<id>``), sorted.
+
+        The layout is the auxiliary bus's (Documentation/driver-api/auxiliary_bus.rst,
+        drivers/base/auxiliary.c): the device sits below its parent PCI function, its name is
+        ``<module>.<type>.<id>``; an mlx5 SF has ``sfnum`` (mlx5/core/sf/dev/dev.c), and the
+        netdev and RDMA device a driver bound to it creates sit below it as for a PCI function.
+        ``keep``: called with the name before anything else is read.
+        """
+        bus = os.path.join(self._reader.root, "bus", "auxiliary", "devices")
+        try:
+            names = sorted(os.listdir(bus))
+        except OSError:
+            return []
+        out: list[AuxDevice] = []
+        for name in names:
+            parts = name.split(".")
+            if len(parts) != 3 or not parts[2].isdecimal():
+                continue
+            if keep is not None and not keep(name):
+                continue
+            real = os.path.realpath(os.path.join(bus, name))
+            parent = os.path.basename(os.path.dirname(real))
+            if not _PCI_ADDRESS.match(parent):
+                continue
+            parents = self.functions([parent])
+            if not parents:
+                continue
+            out.append(self._aux(name, parts[1], int(parts[2]), real, parents[0]))
+        return out
+
+    def _aux(
+        self, name: str, aux_type: str, number: int, real: str, parent: PciFunction
+    ) -> AuxDevice:
+        raw = _Raw(name)
+        try:
+            base = os.open(real, _OPEN_FLAGS | os.O_DIRECTORY)
+        except OSError as exc:
+            why = f"cannot open the device directory: {_why(exc)}"
+            return AuxDevice(name, aux_type, number, parent, None, warnings=(why,))
+        try:
+            names = set(os.listdir(base))
+            driver = self._reader.link_name(raw, base, "driver", names, check_target=True)
+            index = number
+            if "sfnum" in names:
+                index = self._reader.integer(raw, base, "sfnum") or 0
+            netdevs = self._reader.netdevs(raw, base, names)
+            link_type = self._reader.link_type(raw, base, netdevs[0], names) if netdevs else None
+            if "infiniband" in names:
+                self._reader.rdma(raw, base, names)
+        finally:
+            os.close(base)
+        return AuxDevice(
+            name=name,
+            aux_type=aux_type,
+            index=index,
+            parent=parent,
+            driver=driver,
+            netdevs=netdevs,
+            link_type=link_type,
+            rdma_devices=raw.rdma,
+            rdma_char_devices=raw.rdma_char,
+            pkeys=raw.pkeys,
+            warnings=tuple(raw.warnings),
+        )
 
     def addresses(self) -> list[str]:
         """Every PCI address under ``bus/pci/devices``, sorted (one listing of the bus)."""
@@ -480,6 +621,9 @@ class Reader:
             uio_devices=raw.uio,
             rdma_devices=raw.rdma,
             rdma_char_devices=raw.rdma_char,
+            pkeys=raw.pkeys,
+            vdpa=self.vdpa_devices().get(raw.address),
+            cxi_devices=raw.cxi,
             acpi_index=raw.acpi_index,
             sriov_totalvfs=raw.totalvfs,
             sriov_numvfs=raw.numvfs,
@@ -491,6 +635,11 @@ class Reader:
 def read_function_addresses(root: Path) -> list[str]:
     """The PCI addresses listed under ``<root>/bus/pci/devices``, sorted."""
     return _Reader(root).addresses()
+
+
+def read_aux_devices(root: Path) -> list[AuxDevice]:
+    """Every auxiliary device of the tree (see :meth:`Reader.aux_devices`)."""
+    return Reader(root).aux_devices()
 
 
 def read_functions(
