@@ -256,11 +256,19 @@ def _device(pool: PoolConfig, sel: Selector, fn: PciFunction) -> PoolDevice:
     )
 
 
+def own_extra(pool: PoolConfig, aux: AuxDevice) -> dict[str, str]:
+    return dict(dict(pool.additional_info).get(aux.name, ()))
+
+
 def _aux_device(pool: PoolConfig, sel: Selector, aux: AuxDevice) -> PoolDevice:
     return PoolDevice(
         function=aux.parent,
         is_rdma=sel.is_rdma is True,
-        extra=tuple(sorted(pool.extra_info(aux.name).items())),
+        # upstream keys an SF's additionalInfo by its parent's PCI address; the SF's own name
+        # (ours) overrides that, key by key
+        extra=tuple(
+            sorted({**pool.extra_info(aux.parent.address), **own_extra(pool, aux)}.items())
+        ),
         health_link=aux.parent.netdev,  # an SF follows its parent PF's link, as a VF does
         aux=aux,
     )
@@ -325,7 +333,7 @@ def _match_pools(
 
 
 def _unused_info_ids(pool: PoolConfig, devices: Sequence[PoolDevice]) -> tuple[str, ...]:
-    ids = {d.id for d in devices}
+    ids = {d.id for d in devices} | {d.function.address for d in devices if d.aux is not None}
     return tuple(k for k, _ in pool.additional_info if k != "*" and k not in ids)
 
 

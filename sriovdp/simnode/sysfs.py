@@ -231,6 +231,12 @@ class FakeSysfs:
         elif driver not in KERNEL_NET_EXCLUDED and netdev is not None:
             self._add_netdev(address, netdev, link_type, operstate, virtio)
 
+    def set_pkey(self, address: str, pkey: int) -> None:
+        """Writes the default (index 0) pkey of port 1 of the function's RDMA devices."""
+        d = self.device_dir(address) / "infiniband"
+        for name in _listdir(d):
+            (d / name / "ports/1/pkeys/0").write_text(f"0x{pkey:04x}\n")
+
     def set_operstate(self, netdev: str, state: str) -> None:
         """Writes ``operstate`` of a netdev (``up``, ``down``, ...)."""
         (self.root / "class/net" / netdev / "operstate").write_text(f"{state}\n")
@@ -251,6 +257,7 @@ class FakeSysfs:
         for sub in ("infiniband_verbs", "infiniband_mad"):
             for name in _listdir(d / sub):
                 _unlink(self.root / "class" / sub / name)
+        self._unlink_into(d)
         shutil.rmtree(d, ignore_errors=True)
         _unlink(self.root / "bus/pci/devices" / address)
 
@@ -277,6 +284,19 @@ class FakeSysfs:
             _unlink(self.root / "class/uio" / name)
         shutil.rmtree(d / "net", ignore_errors=True)
         shutil.rmtree(d / "uio", ignore_errors=True)
+
+    def _unlink_into(self, d: Path) -> None:
+        """Removes every bus and class link that points into ``d`` (what the kernel removes with
+        the device: its SFs, vDPA, virtio, netdev and char devices)."""
+        real = os.path.realpath(d) + os.sep
+        dirs = ["bus/auxiliary/devices", "bus/vdpa/devices", "bus/virtio/devices", "class/net",
+                "class/cxi_user", "class/vhost-vdpa", "class/infiniband_verbs",
+                "class/infiniband_mad"]  # fmt: skip
+        for sub in dirs:
+            for name in _listdir(self.root / sub):
+                link = self.root / sub / name
+                if os.path.realpath(link).startswith(real):
+                    _unlink(link)
 
     def _next_number(self, directory: Path, prefix: str) -> int:
         """One more than the highest ``<prefix><N>`` in ``directory`` (scanned once, then counted
@@ -315,29 +335,46 @@ class FakeSysfs:
     ) -> None:
         d = self.device_dir(address)
         if virtio:
-            n = self._next_number(self.root / "bus/virtio/devices", "virtio")
-            (self.root / "bus/virtio/devices").mkdir(parents=True, exist_ok=True)
-            (self.root / "bus/virtio/devices" / f"virtio{n}").symlink_to(
-                os.path.relpath(d / f"virtio{n}", self.root / "bus/virtio/devices")
-            )
-            net = d / f"virtio{n}" / "net" / name
+            self._add_netdev_at(self._add_virtio(d), name, link_type, operstate, address)
         else:
-            net = d / "net" / name
+            self._add_netdev_at(d, name, link_type, operstate, address)
+
+    def _add_virtio(self, parent: Path) -> Path:
+        """A virtio device ``virtio<N>`` below ``parent`` (drivers/virtio/virtio.c names them)."""
+        n = self._next_number(self.root / "bus/virtio/devices", "virtio")
+        (self.root / "bus/virtio/devices").mkdir(parents=True, exist_ok=True)
+        (self.root / "bus/virtio/devices" / f"virtio{n}").symlink_to(
+            os.path.relpath(parent / f"virtio{n}", self.root / "bus/virtio/devices")
+        )
+        (parent / f"virtio{n}").mkdir()
+        return parent / f"virtio{n}"
+
+    def _add_netdev_at(
+        self, parent: Path, name: str, link_type: str, operstate: str, seed: str
+    ) -> None:
+        """A netdev ``<parent>/net/<name>`` (the net class device below its parent device)."""
+        net = parent / "net" / name
         if os.path.lexists(self.root / "class/net" / name):
             raise ValueError(f"netdev {name} already exists")
         net.mkdir(parents=True)
         (net / "type").write_text(f"{_LINK_TYPE_NUMBERS.get(link_type, 1)}\n")
         (net / "operstate").write_text(f"{operstate}\n")
-        digest = sum(address.encode()) * 2654435761 & 0xFFFFFFFFFF
+        digest = sum(seed.encode()) * 2654435761 & 0xFFFFFFFFFF
         mac = ":".join(f"{b:02x}" for b in (0x02, *digest.to_bytes(5, "big")))
         (net / "address").write_text(f"{mac}\n")
-        parent = net.parent.parent  # the PCI function, or its virtio<N> device
         (net / "device").symlink_to(f"../../../{parent.name}")
         (self.root / "class/net" / name).symlink_to(os.path.relpath(net, self.root / "class/net"))
 
-    def _add_rdma(self, address: str, name: str) -> None:
-        d = self.device_dir(address)
-        (d / "infiniband" / name).mkdir(parents=True)
+    def _add_rdma(self, address: str, name: str, pkey: int = 0xFFFF) -> None:
+        self._add_rdma_at(self.device_dir(address), name, pkey)
+
+    def _add_rdma_at(self, d: Path, name: str, pkey: int = 0xFFFF) -> None:
+        """An RDMA device below ``d`` as the RDMA core makes it (drivers/infiniband/core/
+        device.c, sysfs.c): ``infiniband/<name>/ports/1/pkeys/0`` (the default pkey, hex),
+        and the uverbs/umad/issm char devices beside it with their class links."""
+        port = d / "infiniband" / name / "ports" / "1"
+        (port / "pkeys").mkdir(parents=True)
+        (port / "pkeys" / "0").write_text(f"0x{pkey:04x}\n")
         verbs = self.root / "class/infiniband_verbs"
         mad = self.root / "class/infiniband_mad"
         verbs.mkdir(parents=True, exist_ok=True)
@@ -351,6 +388,94 @@ class FakeSysfs:
             (e / "ibdev").write_text(f"{name}\n")
             cls = self.root / "class" / sub
             (cls / entry).symlink_to(os.path.relpath(e, cls))
+
+    # -- auxiliary devices, vDPA, CXI ------------------------------------------------------------
+
+    def add_sf(
+        self,
+        parent: str,
+        sfnum: int,
+        *,
+        netdev: str | None,
+        rdma: str | None = None,
+        driver: str | None = "mlx5_core.sf",
+        link_type: str = "ether",
+        operstate: str = "up",
+        aux_type: str = "sf",
+        module: str = "mlx5_core",
+    ) -> str:
+        """An auxiliary device ``<module>.<aux_type>.<id>`` below the PCI function ``parent``, as
+        the auxiliary bus names it (Documentation/driver-api/auxiliary_bus.rst,
+        drivers/base/auxiliary.c: ``bus/auxiliary/devices/<name>`` links to it, ``driver`` to
+        ``bus/auxiliary/drivers/<drv>``); an mlx5 SF carries ``sfnum``
+        (drivers/net/ethernet/mellanox/mlx5/core/sf/dev/dev.c). With a driver it gets the netdev
+        ``netdev`` and, with ``rdma``, an RDMA device, both below it. The ``<id>`` is the bus's
+        next free number, as the kernel's IDA hands them out. Returns the name.
+        """
+        bus = self.root / "bus/auxiliary/devices"
+        bus.mkdir(parents=True, exist_ok=True)
+        number = self._next_number(bus, f"{module}.{aux_type}.")
+        name = f"{module}.{aux_type}.{number}"
+        d = self.device_dir(parent) / name
+        d.mkdir()
+        if aux_type == "sf":
+            (d / "sfnum").write_text(f"{sfnum}\n")
+        (bus / name).symlink_to(os.path.relpath(d, bus))
+        if driver is not None:
+            drv = self.root / "bus/auxiliary/drivers" / driver
+            drv.mkdir(parents=True, exist_ok=True)
+            (d / "driver").symlink_to(os.path.relpath(drv, d))
+            (drv / name).symlink_to(os.path.relpath(d, drv))
+            if netdev is not None:
+                self._add_netdev_at(d, netdev, link_type, operstate, name)
+            if rdma is not None:
+                self._add_rdma_at(d, rdma)
+        return name
+
+    def add_vdpa(self, address: str, driver: str | None, *, netdev: str | None = None) -> str:
+        """A vDPA device ``vdpa<N>`` whose parent is the function at ``address`` (as vp_vdpa
+        makes it, drivers/vdpa/virtio_pci/vp_vdpa.c), linked from ``bus/vdpa/devices``. Bound
+        to ``vhost_vdpa`` it gets the char device ``vhost-vdpa-<M>`` below it
+        (drivers/vhost/vdpa.c); to ``virtio_vdpa`` a ``virtio<K>`` device with the netdev
+        ``netdev`` (drivers/virtio/virtio_vdpa.c). Returns the vDPA device's name.
+        """
+        bus = self.root / "bus/vdpa/devices"
+        bus.mkdir(parents=True, exist_ok=True)
+        name = f"vdpa{self._next_number(bus, 'vdpa')}"
+        d = self.device_dir(address) / name
+        d.mkdir()
+        (bus / name).symlink_to(os.path.relpath(d, bus))
+        if driver is None:
+            return name
+        drv = self.root / "bus/vdpa/drivers" / driver
+        drv.mkdir(parents=True, exist_ok=True)
+        (d / "driver").symlink_to(os.path.relpath(drv, d))
+        (drv / name).symlink_to(os.path.relpath(d, drv))
+        if driver == "vhost_vdpa":
+            cls = self.root / "class/vhost-vdpa"
+            cls.mkdir(parents=True, exist_ok=True)
+            m = self._next_number(cls, "vhost-vdpa-")
+            v = d / f"vhost-vdpa-{m}"
+            v.mkdir()
+            (v / "dev").write_text(f"509:{m}\n")
+            (cls / v.name).symlink_to(os.path.relpath(v, cls))
+        elif driver == "virtio_vdpa" and netdev is not None:
+            self._add_netdev_at(self._add_virtio(d), netdev, "ether", "up", name)
+        return name
+
+    def add_cxi(self, address: str) -> str:
+        """A Slingshot CXI device ``cxi<N>`` below the function at ``address``: the class
+        device libcxi reads as ``/sys/class/cxi_user/cxi<N>/device`` (HPE's cxi-driver), with
+        its char device ``/dev/cxi<N>``. Returns ``cxi<N>``."""
+        cls = self.root / "class/cxi_user"
+        cls.mkdir(parents=True, exist_ok=True)
+        name = f"cxi{self._next_number(cls, 'cxi')}"
+        c = self.device_dir(address) / "cxi_user" / name
+        c.mkdir(parents=True)
+        (c / "dev").write_text(f"238:{name[3:]}\n")
+        (c / "device").symlink_to("../..")
+        (cls / name).symlink_to(os.path.relpath(c, cls))
+        return name
 
 
 def _listdir(path: Path) -> list[str]:

@@ -15,10 +15,13 @@ import click
 
 from sriovdp.shared import exitcodes, pools, routes, sysfs
 from sriovdp.shared.config import ConfigError, config_warnings, load_config
-from sriovdp.shared.model import NodeConfig, PciFunction, PoolDevice, PoolDiscovery
+from sriovdp.shared.model import AuxDevice, NodeConfig, PciFunction, PoolDevice, PoolDiscovery
 from sriovdp.supervisor import options
 
-_COLUMNS = ("ID", "DRIVER", "PF", "PF NAME", "VF", "NETDEV", "NUMA", "IOMMU", "HEALTH LINK")
+_COLUMNS = ("ID", "DRIVER", "PF", "PF NAME", "VF", "NETDEV", "NUMA", "IOMMU", "RDMA", "EXTRA",
+            "HEALTH LINK")  # fmt: skip
+#: columns shown only when a device of the pool has something in them
+_OPTIONAL = ("RDMA", "EXTRA")
 
 
 def _load_or_exit(config_file: str, resource_prefix: str) -> NodeConfig:
@@ -74,20 +77,55 @@ class _Links:
         return f"{dev.health_link}:{self.state(dev) or '?'}"
 
 
+def _row(dev: PoolDevice) -> tuple[object, ...]:
+    """The table's cells: for an auxiliary device, PF is its parent and VF its SF number."""
+    fn, aux = dev.function, dev.aux
+    extras = [f"vdpa:{fn.vdpa.name}"] if dev.vdpa_type is not None and fn.vdpa else []
+    extras += [f"cxi:{c}" for c in fn.cxi_devices if aux is None]
+    extras += [f"pkey:0x{k:04x}" for k in (aux.pkeys if aux else fn.pkeys) if dev.is_rdma]
+    rdma = ",".join(dev.rdma_devices) if dev.is_rdma else ""
+    if aux is not None:
+        return (aux.name, aux.driver, fn.address, fn.netdev, aux.index, aux.netdev,
+                fn.numa_node, None, rdma or None,
+                " ".join(extras) or None)  # fmt: skip
+    return (fn.address, fn.driver, fn.pf_address, fn.pf_name, fn.vf_index, fn.netdev,
+            fn.numa_node, fn.iommu_group, rdma or None,
+            " ".join(extras) or None)  # fmt: skip
+
+
 def _device_json(dev: PoolDevice, links: _Links) -> dict[str, Any]:
-    fn = dev.function
-    return {
-        "id": fn.address,
-        "driver": fn.driver,
-        "pf": fn.pf_address,
-        "pfName": fn.pf_name,
-        "vfIndex": fn.vf_index,
-        "netdev": fn.netdev,
+    fn, aux = dev.function, dev.aux
+    doc: dict[str, Any] = {
+        "id": dev.id,
+        "driver": aux.driver if aux is not None else fn.driver,
+        "pf": fn.address if aux is not None else fn.pf_address,
+        "pfName": fn.netdev if aux is not None else fn.pf_name,
+        "vfIndex": None if aux is not None else fn.vf_index,
+        "netdev": aux.netdev if aux is not None else fn.netdev,
         "numaNode": fn.numa_node,
-        "iommuGroup": fn.iommu_group,
+        "iommuGroup": None if aux is not None else fn.iommu_group,
         "healthLink": dev.health_link,
         "healthLinkState": links.state(dev),
     }
+    # the keys below only when they apply
+    if dev.rdma_devices and dev.is_rdma:
+        doc["rdmaDevices"] = list(dev.rdma_devices)
+    if aux is not None:
+        doc["auxType"] = aux.aux_type
+        doc["sfIndex"] = aux.index
+    if dev.vdpa_type is not None and fn.vdpa is not None:
+        doc["vdpa"] = {"name": fn.vdpa.name, "driver": fn.vdpa.driver}
+    if fn.cxi_devices and aux is None:
+        doc["cxiDevices"] = list(fn.cxi_devices)
+    if dev.extra:
+        doc["extra"] = dict(dev.extra)
+    return doc
+
+
+def _unused_note(result: PoolDiscovery) -> list[str]:
+    return [
+        f"additionalInfo {key!r} matches no device of this pool" for key in result.unused_info_ids
+    ]
 
 
 def _render_text(links: _Links, results: list[PoolDiscovery], warnings: list[str]) -> None:
@@ -96,29 +134,21 @@ def _render_text(links: _Links, results: list[PoolDiscovery], warnings: list[str
         if result.devices:
             rows: list[tuple[str, ...]] = [_COLUMNS]
             for dev in result.devices:
-                fn = dev.function
-                rows.append(
-                    tuple(
-                        _show(v)
-                        for v in (
-                            fn.address,
-                            fn.driver,
-                            fn.pf_address,
-                            fn.pf_name,
-                            fn.vf_index,
-                            fn.netdev,
-                            fn.numa_node,
-                            fn.iommu_group,
-                            links.cell(dev),
-                        )
-                    )
-                )
+                rows.append((*(_show(v) for v in _row(dev)), links.cell(dev)))
+            empty = [
+                i
+                for i, name in enumerate(_COLUMNS)
+                if name in _OPTIONAL and all(r[i] == "-" for r in rows[1:])
+            ]
+            rows = [tuple(c for i, c in enumerate(r) if i not in empty) for r in rows]
             for line in _table(rows):
                 click.echo(f"  {line}")
         if result.excluded:
             click.echo("  excluded:")
             for ex in result.excluded:
                 click.echo(f"    {ex.id}: {ex.reason}")
+        for note in _unused_note(result):
+            click.echo(f"  note: {note}")
         click.echo("")
     if warnings:
         click.echo("warnings:")
@@ -138,9 +168,12 @@ def discover(
     """Show which devices of this node each pool would advertise, and which it leaves out."""
     config = _load_or_exit(config_file, resource_prefix)
     root = Path(sysfs_root)
-    functions = sysfs.read_functions(root)
-    results = pools.match(config, functions, routes.default_route_ifaces(Path(proc_root)))
+    reader = sysfs.Reader(root)
+    functions = reader.functions()
+    aux: list[AuxDevice] = reader.aux_devices() if any(p.is_aux for p in config.pools) else []
+    results = pools.match(config, functions, routes.default_route_ifaces(Path(proc_root)), aux)
     warnings = [f"{fn.address}: {w}" for fn in functions for w in fn.warnings]
+    warnings += [f"{a.name}: {w}" for a in aux for w in a.warnings]
     if not functions:
         warnings.append(f"no PCI functions under {root / 'bus/pci/devices'}")
     links = _Links(root, functions)
@@ -153,6 +186,7 @@ def discover(
                 "resource": r.pool.resource,
                 "devices": [_device_json(d, links) for d in r.devices],
                 "excluded": [{"id": e.id, "reason": e.reason} for e in r.excluded],
+                **({"notes": _unused_note(r)} if r.unused_info_ids else {}),
             }
             for r in results
         ]

@@ -37,7 +37,7 @@ class Prepared:
     info_fragment: str  # '"<id>": {...}' ready to join into the _INFO object
     info: Mapping[str, Any]
     devinfo_name: str  # file name in the device-info directory
-    devinfo_body: bytes
+    devinfo_body: bytes | None  # None: the device gets no device-info file (auxiliary devices)
     cdi_name: str  # fully qualified "<kind>=<id>"
 
 
@@ -61,7 +61,8 @@ def devinfo_file_name(resource: str, device_id: str) -> str:
 
 
 def cdi_kind(pool: PoolConfig) -> str:
-    return f"{pool.resource_prefix}/net-pci"
+    """``<prefix>/net-pci``, or ``<prefix>/net-sf`` for auxiliary devices (upstream's classes)."""
+    return f"{pool.resource_prefix}/{'net-sf' if pool.is_aux else 'net-pci'}"
 
 
 def cdi_annotation_key(pool: PoolConfig) -> str:
@@ -79,13 +80,26 @@ def info_entry(device: PoolDevice, ctx: DriverContext) -> dict[str, Any]:
 
 
 def devinfo_document(device: PoolDevice, ctx: DriverContext) -> dict[str, Any]:
-    """The NPWG device-info 1.1.0 document of one device."""
-    pci: dict[str, str] = {"pci-address": device.id}
-    if device.function.pf_address:
-        pci["pf-pci-address"] = device.function.pf_address
-    for family in families_for(device):
-        pci.update(family.devinfo(device, ctx))
-    return {"type": "pci", "version": NPWG_VERSION, "pci": pci}
+    """The NPWG device-info 1.1.0 document of one device: ``pci`` unless a family gives another
+    type (``vdpa``); empty when the device gets no file. ``additionalInfo`` is added as a
+    top-level ``extra`` object (not in the spec; readers ignore what they do not know)."""
+    fams = families_for(device)
+    doc: dict[str, Any] | None = None
+    for family in fams:
+        other = family.devinfo_document(device, ctx)
+        if other is not None:
+            doc = dict(other)
+            break
+    if doc is None:
+        pci: dict[str, str] = {"pci-address": device.id}
+        if device.function.pf_address:
+            pci["pf-pci-address"] = device.function.pf_address
+        for family in fams:
+            pci.update(family.devinfo(device, ctx))
+        doc = {"type": "pci", "version": NPWG_VERSION, "pci": pci}
+    if doc and device.extra:
+        doc["extra"] = dict(device.extra)
+    return doc
 
 
 def prepare(pool: PoolConfig, device: PoolDevice, ctx: DriverContext) -> Prepared:
@@ -94,7 +108,8 @@ def prepare(pool: PoolConfig, device: PoolDevice, ctx: DriverContext) -> Prepare
     for family in fams:
         specs.extend(family.specs(device, ctx))
     info = info_entry(device, ctx)
-    body = json.dumps(devinfo_document(device, ctx), separators=(",", ":")).encode()
+    doc = devinfo_document(device, ctx)
+    body = json.dumps(doc, separators=(",", ":")).encode() if doc else None
     return Prepared(
         id=device.id,
         families=tuple(f.name for f in fams),

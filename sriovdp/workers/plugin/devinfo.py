@@ -64,6 +64,8 @@ class DevInfoWriter:
         """
         errors: list[str] = []
         for entry in entries:
+            if entry.devinfo_body is None:
+                continue
             path = self.directory / entry.devinfo_name
             if entry.devinfo_name in self._written and os.path.exists(path):
                 continue

@@ -60,3 +60,8 @@ class DriverFamily:
     def devinfo(self, device: PoolDevice, ctx: DriverContext) -> Mapping[str, str]:
         """Extra keys of the NPWG device-info ``pci`` object, e.g. ``{"rdma-device": "mlx5_0"}``."""
         return {}
+
+    def devinfo_document(self, device: PoolDevice, ctx: DriverContext) -> Mapping[str, Any] | None:
+        """A device-info document of another type than ``pci`` (e.g. ``vdpa``); an empty one
+        means the device gets no device-info file; None (the default): no opinion."""
+        return None

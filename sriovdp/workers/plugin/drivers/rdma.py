@@ -1,6 +1,7 @@
 """RDMA (``isRdma``; plugin worker process): the function's ``/dev/infiniband/*`` char devices.
 
-The function's own ``uverbsN``, ``umadN``, ``issmN`` plus the node-wide ``/dev/infiniband/rdma_cm``.
+The device's own ``uverbsN``, ``umadN``, ``issmN`` plus the node-wide ``/dev/infiniband/rdma_cm``
+(an auxiliary device's own, not its parent's); ``_INFO`` and device-info name the RDMA device.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ RDMA_CM = "/dev/infiniband/rdma_cm"
 
 
 def char_devices(device: PoolDevice) -> tuple[str, ...]:
-    own = device.function.rdma_char_devices
+    own = device.rdma_char_devices
     return own if RDMA_CM in own else (*own, RDMA_CM)
 
 
@@ -39,10 +40,10 @@ class Rdma(DriverFamily):
             key = next((k for k in _INFO_KEYS if base.startswith(k)), None)
             if key is not None and key not in entry:
                 entry[key] = path
-        if device.function.rdma_devices:
-            entry["rdma_dev"] = device.function.rdma_devices[0]
+        if device.rdma_devices:
+            entry["rdma_dev"] = device.rdma_devices[0]
         return {"rdma": entry}
 
     def devinfo(self, device: PoolDevice, ctx: DriverContext) -> Mapping[str, str]:
-        rdma = device.function.rdma_devices
+        rdma = device.rdma_devices
         return {"rdma-device": rdma[0]} if rdma else {}
