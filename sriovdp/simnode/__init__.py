@@ -12,6 +12,10 @@ for the first PF, ``0000:05:00.0``-``0000:05:00.7`` for the second.
 :func:`demo_config` fits it with three pools: ``sriov_net_A`` (legacy, netdevice, both PFs: the 8
 iavf VFs, the others listed as excluded), ``sriov_vfio`` (selectors, ``vfio-pci``: 4 VFs) and
 ``sriov_uio`` (selectors, ``igb_uio``, ``allocationPolicy: balanced``: 4 VFs).
+
+:func:`upstream_node` and :func:`upstream_readme_config` (module ``upstream``): a node with a
+device of every kind the current upstream plugin handles (SFs, vDPA, InfiniBand pkeys, DDP, CXI,
+accelerators) and the upstream README's example config.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sriovdp.simnode.sysfs import FakeSysfs, VfDriver, vf_address
+from sriovdp.simnode.upstream import upstream_node, upstream_readme_config
 
 __all__ = [
     "DEMO_PFS",
@@ -27,6 +32,8 @@ __all__ = [
     "demo_config",
     "demo_node",
     "scale_node",
+    "upstream_node",
+    "upstream_readme_config",
     "vf_address",
 ]
 
