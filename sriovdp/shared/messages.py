@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar, get_type_hints
+from typing import Any, ClassVar, TypeVar, get_args, get_origin, get_type_hints
 
 import msgpack
 
@@ -154,6 +154,83 @@ class WorkerStateChanged(Message):
         return f"worker.{self.name}.state"
 
 
+@dataclass(frozen=True, slots=True)
+class PoolStats(Message):
+    """A pool's request counters since its worker started, sent on change at most once a
+    second and with each heartbeat (never one message per call); for the metrics child."""
+
+    KIND: ClassVar[str] = "pool.stats"
+    RETAINED: ClassVar[bool] = True
+
+    name: str  # child name of the worker
+    resource: str
+    pid: int
+    #: Allocate calls by outcome: "ok" or the gRPC code of the refusal, lower case
+    allocate_outcomes: tuple[str, ...]
+    allocate_calls: tuple[int, ...]
+    allocated_devices: int  # device ids handed out by successful calls
+    #: Allocate latency: upper bounds in seconds (ascending, +Inf implied) and the count of calls
+    #: in each bucket, not cumulative (one more count than bounds: the +Inf bucket)
+    latency_bounds: tuple[float, ...]
+    latency_counts: tuple[int, ...]
+    latency_sum: float
+    preferred_calls: int  # GetPreferredAllocation calls
+    unhealthy_requests: int  # Allocate calls naming a device that was unhealthy at the time
+    registrations: int  # successful Register calls to the kubelet
+
+    def topic(self) -> str:
+        return f"pool.{self.name}.stats"
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorReport(Message):
+    """The supervisor's own facts and its child table, for the metrics child: sent when they
+    change (at most once a second) and at least every ``interval`` seconds, so a report older
+    than a few intervals means a stuck supervisor loop. The ``child``-indexed tuples are
+    parallel: entry ``i`` of each describes ``children[i]``."""
+
+    KIND: ClassVar[str] = "supervisor.report"
+    RETAINED: ClassVar[bool] = True
+
+    pid: int
+    started: float  # wall-clock time the supervisor started
+    interval: float  # longest time between two reports
+    generation: int  # config generation (1 at start, +1 per applied reload)
+    reloads_applied: int
+    reloads_refused: int
+    last_reload_refused: bool
+    bus_dropped: int  # frames the broker refused as malformed or could not forward
+    children: tuple[str, ...]
+    roles: tuple[str, ...]
+    states: tuple[str, ...]
+    restarts: tuple[int, ...]
+    #: last exit as a return code (exit status, or minus the signal number); exited[i] False:
+    #: that child never ended yet and exit_codes[i] means nothing
+    exited: tuple[bool, ...]
+    exit_codes: tuple[int, ...]
+
+    def topic(self) -> str:
+        return "supervisor.report"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsEndpoint(Message):
+    """Whether the metrics child listens on its HTTP address, and why not (for ``status``)."""
+
+    KIND: ClassVar[str] = "metrics.endpoint"
+    RETAINED: ClassVar[bool] = True
+
+    name: str
+    pid: int
+    address: str  # as configured, HOST:PORT
+    listening: bool
+    bound: str  # the address actually bound (port 0 resolved), "" when not listening
+    error: str  # why it does not listen, "" when it does
+
+    def topic(self) -> str:
+        return "metrics.endpoint"
+
+
 KINDS: dict[str, type[Message]] = {
     cls.KIND: cls
     for cls in (
@@ -164,6 +241,9 @@ KINDS: dict[str, type[Message]] = {
         WorkerHeartbeat,
         PoolSummary,
         WorkerStateChanged,
+        PoolStats,
+        SupervisorReport,
+        MetricsEndpoint,
     )
 }
 
@@ -217,13 +297,35 @@ _SCALARS: dict[Any, tuple[type, ...]] = {
 }
 
 
+def _scalar_types(hint: Any) -> tuple[type, ...]:
+    return _SCALARS[getattr(hint, "__name__", str(hint))]
+
+
 def _field_types(cls: type[Message]) -> dict[str, tuple[type, ...]]:
-    """Field name -> the Python types its msgpack value may have, in declaration order."""
+    """Field name -> the Python types its msgpack value may have, in declaration order.
+
+    A ``tuple[X, ...]`` field travels as a msgpack array: its value must be a list (or tuple)
+    whose items have X's types; :data:`_ITEM_TYPES` holds those.
+    """
     hints = get_type_hints(cls)
     return {
-        f.name: _SCALARS[getattr(hints[f.name], "__name__", str(hints[f.name]))]
+        f.name: (list, tuple)
+        if get_origin(hints[f.name]) is tuple
+        else _scalar_types(hints[f.name])
         for f in dataclasses.fields(cls)
     }
+
+
+def _item_types(cls: type[Message]) -> dict[str, tuple[type, ...]]:
+    """Field name -> the types of its items, for the ``tuple[X, ...]`` fields only."""
+    hints = get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        if get_origin(hints[f.name]) is tuple:
+            item, ellipsis = get_args(hints[f.name])
+            assert ellipsis is Ellipsis, f"{cls.KIND}.{f.name}: only tuple[X, ...] fields"
+            out[f.name] = _scalar_types(item)
+    return out
 
 
 #: worked out once at import: ``get_type_hints`` evaluates every (string) annotation again on
@@ -231,6 +333,19 @@ def _field_types(cls: type[Message]) -> dict[str, tuple[type, ...]]:
 _FIELD_TYPES: dict[type[Message], dict[str, tuple[type, ...]]] = {
     cls: _field_types(cls) for cls in KINDS.values()
 }
+_ITEM_TYPES: dict[type[Message], dict[str, tuple[type, ...]]] = {
+    cls: _item_types(cls) for cls in KINDS.values()
+}
+
+
+def _check_value(kind: str, name: str, value: Any, expected: tuple[type, ...]) -> None:
+    # bool is an int subclass: an int field must not accept True, a bool field only bools
+    if isinstance(value, bool) and bool not in expected:
+        raise MessageError(f"{kind}: field {name!r} is bool, expected {expected[0].__name__}")
+    if not isinstance(value, expected):
+        raise MessageError(
+            f"{kind}: field {name!r} is {type(value).__name__}, expected {expected[0].__name__}"
+        )
 
 
 def _check_body(cls: type[_M], body: Any) -> _M:
@@ -241,17 +356,14 @@ def _check_body(cls: type[_M], body: Any) -> _M:
         missing = sorted(set(fields) - set(body))
         extra = sorted(str(k) for k in set(body) - set(fields))
         raise MessageError(f"{cls.KIND}: missing fields {missing}, unexpected fields {extra}")
+    items = _ITEM_TYPES[cls]
     for name, value in body.items():
-        expected = fields[name]
-        # bool is an int subclass: an int field must not accept True, a bool field only bools
-        if isinstance(value, bool) and bool not in expected:
-            want = expected[0].__name__
-            raise MessageError(f"{cls.KIND}: field {name!r} is bool, expected {want}")
-        if not isinstance(value, expected):
-            raise MessageError(
-                f"{cls.KIND}: field {name!r} is {type(value).__name__}, "
-                f"expected {expected[0].__name__}"
-            )
+        _check_value(cls.KIND, name, value, fields[name])
+        if name in items:
+            for item in value:
+                _check_value(cls.KIND, f"{name}[]", item, items[name])
+    if items:
+        body = {k: tuple(v) if k in items else v for k, v in body.items()}
     return cls(**body)
 
 
