@@ -241,8 +241,11 @@ class Worker:
         self.publish_summary(
             "registered" if status.registered else f"not registered: {status.reason}"
         )
+        if status.registered:
+            self.servicer.counters.note_registered()  # reports the counters
         if not self._ready_sent:
             self._ready_sent = True
+            self.servicer.counters.report()  # the metrics child sees the pool from the start
             self.publish(WorkerReady(self.child, os.getpid()))
             runtime.release_memory()  # discovery's garbage
 
@@ -319,6 +322,7 @@ class Worker:
 
             self.bus = BusLink(self.args.run_dir, self.child, self.state, self.actions)
             self.bus.start(self.state.links())
+            self.servicer.counters.publish = self.publish
         self.state.add_listener(self.on_state)
         self.write_cdi()
         try:

@@ -21,11 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 import grpc
 
 from sriovdp.proto import api_pb2, api_pb2_grpc
+from sriovdp.workers.metrics_report import PoolCounters
 from sriovdp.workers.plugin.allocation import AllocationError, Prepared
 from sriovdp.workers.plugin.devinfo import DevInfoWriter
 from sriovdp.workers.plugin.preferred import preferred
@@ -68,9 +70,13 @@ ServicerContext = Any
 class DevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
     """The handlers; every one runs on the server's event loop (counters need no lock)."""
 
-    def __init__(self, state: PoolState, devinfo: DevInfoWriter) -> None:
+    def __init__(
+        self, state: PoolState, devinfo: DevInfoWriter, counters: PoolCounters | None = None
+    ) -> None:
         self.state = state
         self.devinfo = devinfo
+        #: what the metrics child sees of the RPCs (reported on the bus by the worker)
+        self.counters = counters or PoolCounters(state.pool.child_name, state.pool.resource)
         self._signal: ChangeSignal | None = None
         self.open_streams = 0
         self.allocations = 0
@@ -120,6 +126,7 @@ class DevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
     async def GetPreferredAllocation(
         self, request: api_pb2.PreferredAllocationRequest, context: ServicerContext
     ) -> api_pb2.PreferredAllocationResponse:
+        self.counters.note_preferred()
         view = self.state.view
         out = []
         for creq in request.container_requests:
@@ -136,11 +143,16 @@ class DevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
     async def Allocate(
         self, request: api_pb2.AllocateRequest, context: ServicerContext
     ) -> api_pb2.AllocateResponse:
+        started, ids_before = time.perf_counter(), self.allocated_ids
         try:
-            return self.allocate(request)
+            response = self.allocate(request)
         except AllocationError as exc:
+            self.counters.note_allocate(exc.code.lower(), time.perf_counter() - started, 0)
             await context.abort(grpc.StatusCode[exc.code], str(exc))
             raise  # not reached: abort raises
+        devices = self.allocated_ids - ids_before
+        self.counters.note_allocate("ok", time.perf_counter() - started, devices)
+        return response
 
     def allocate(self, request: api_pb2.AllocateRequest) -> api_pb2.AllocateResponse:
         """Allocate's work (synchronous, no I/O but the device-info files); raises
