@@ -46,6 +46,14 @@ class ReloadResult:
     unchanged: tuple[str, ...] = ()
 
 
+def _return_code(status: int) -> int | None:
+    """A wait status as a return code (exit status, or minus the signal); None if neither."""
+    try:
+        return os.waitstatus_to_exitcode(status)
+    except ValueError:
+        return None
+
+
 def _kill(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):  # gone: the reaper reports its end
         os.kill(pid, sig)
@@ -162,6 +170,7 @@ class Arbiter:
         how = describe_exit(status)
         child.pid = None
         child.last_exit = how
+        child.last_exit_code = _return_code(status)
         child.summary = None
         child.term_sent_at = None
         child.kill_sent = False

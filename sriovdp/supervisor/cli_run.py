@@ -30,6 +30,7 @@ from sriovdp.supervisor.runopts import (
     options_to_json,
 )
 from sriovdp.supervisor.status import SupervisorStatus, render_table
+from sriovdp.workers.metrics.address import DEFAULT_METRICS_ADDRESS, split_address
 
 if TYPE_CHECKING:
     from sriovdp.supervisor.client import ControlClient
@@ -37,6 +38,14 @@ if TYPE_CHECKING:
 COMMANDS: list[click.Command] = []
 
 _timeouts = Timeouts()
+
+
+def _address(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    try:
+        split_address(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
 
 
 @click.command("run")
@@ -87,6 +96,26 @@ _timeouts = Timeouts()
     help="Seconds between SIGTERM and SIGKILL when stopping a child.",
 )
 @click.option(
+    "--metrics-address",
+    default=DEFAULT_METRICS_ADDRESS,
+    callback=_address,
+    envvar=options.envvar("--metrics-address"),
+    show_default=True,
+    show_envvar=True,
+    help="HOST:PORT ([v6]:PORT for IPv6) where the metrics child serves /metrics (Prometheus), "
+    "/healthz and /readyz over HTTP. Every address of the node by default: a hostNetwork pod's "
+    "HTTP probes and Prometheus scrapes reach it on the node's IP. Port 0: any free port (status "
+    "shows which).",
+)
+@click.option(
+    "--metrics/--no-metrics",
+    default=True,
+    envvar=options.envvar("--metrics"),
+    show_default=True,
+    show_envvar=True,
+    help="Start the metrics child (--no-metrics: no HTTP endpoint at all).",
+)
+@click.option(
     "--child-entry",
     default="sriovdp.workers.__main__",
     envvar=options.envvar("--child-entry"),
@@ -116,10 +145,13 @@ def run_command(  # noqa: PLR0917 (one parameter per click option)
     heartbeat_timeout: float,
     start_timeout: float,
     stop_grace: float,
+    metrics_address: str,
+    metrics: bool,
     child_entry: str,
     infra: bool,
 ) -> None:
-    """Run the supervisor: one plugin worker per pool, a health monitor, a kubelet watcher.
+    """Run the supervisor: one plugin worker per pool, a health monitor, a kubelet watcher
+    and a metrics child.
 
     Exits 2 (with every problem listed) if the config is invalid, before anything starts; 75 if
     another supervisor holds the run dir; 0 after SIGTERM/SIGINT stopped every child.
@@ -139,7 +171,8 @@ def run_command(  # noqa: PLR0917 (one parameter per click option)
         spawn_mode=spawn_mode,
         timeouts=Timeouts(heartbeat=heartbeat_timeout, start=start_timeout, stop_grace=stop_grace),
         child_entry=child_entry,
-        infra=INFRA_ROLES if infra else (),
+        infra=tuple(r for r in INFRA_ROLES if metrics or r != "metrics") if infra else (),
+        metrics_address=metrics_address,
     )
     if checked_config(opts) is None:
         sys.exit(exitcodes.INVALID_CONFIG)

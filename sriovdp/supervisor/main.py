@@ -31,13 +31,14 @@ from sriovdp.launch.runtime import release_memory
 from sriovdp.launch.wakeup import WakeupPipe
 from sriovdp.shared import exitcodes, libc
 from sriovdp.shared.config import ConfigError, load_config
-from sriovdp.shared.messages import Envelope, WorkerHeartbeat
+from sriovdp.shared.messages import Envelope, MetricsEndpoint, SupervisorReport, WorkerHeartbeat
 from sriovdp.shared.model import NodeConfig
 from sriovdp.supervisor.arbiter import Arbiter, ReloadResult
 from sriovdp.supervisor.broker import Broker
 from sriovdp.supervisor.child import ChildSpec
 from sriovdp.supervisor.control import CommandError, ControlServer
 from sriovdp.supervisor.lock import LockedError, RunDirError, RunDirLock
+from sriovdp.supervisor.report import ReloadCounts, ReportSchedule, build_report
 from sriovdp.supervisor.runopts import RunOptions, checked_config
 from sriovdp.supervisor.spawn import Spawner, make_spawner, reap
 from sriovdp.supervisor.status import SupervisorStatus
@@ -89,6 +90,8 @@ def build_specs(config: NodeConfig, opts: RunOptions) -> list[ChildSpec]:
         argv: tuple[str, ...] = (role, "--name", role, *run_dir)
         if role == "kubelet-watcher":
             argv += ("--plugin-dir", absolute(opts.plugin_dir))
+        if role == "metrics":
+            argv += ("--metrics-address", opts.metrics_address)
         specs.append(ChildSpec(role, role, argv + common, entry=opts.child_entry))
     snapshot = absolute(str(config_snapshot(opts.run_dir))) if config.text else None
     for index, pool in enumerate(config.pools):
@@ -130,6 +133,14 @@ class Supervisor:
         self.generation = 1
         self.last_reload_error: tuple[str, ...] | None = None
         self.started = time.monotonic()
+        self.started_wall = time.time()
+        self.reloads = ReloadCounts()
+        #: SupervisorReport for the metrics child: on change, and at least once per heartbeat
+        #: interval (its age is how /healthz tells a stuck loop)
+        self._report = ReportSchedule(opts.timeouts.heartbeat_interval)
+        self._dropped_reported = 0
+        #: the metrics child's last word on its HTTP endpoint (shown by status)
+        self.metrics_endpoint: MetricsEndpoint | None = None
         self.lock = RunDirLock(Path(opts.run_dir))
         self.spawner: Spawner = make_spawner(opts.spawn_mode)
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
@@ -230,7 +241,8 @@ class Supervisor:
                 if fd is not None:
                     poller.register(fd, zmq.POLLIN)
                 spawner_fd = fd
-            timeout_ms = max(0, int((due - time.monotonic()) * 1000) + 1)
+            wake = min(due, self._report.due())
+            timeout_ms = max(0, int((wake - time.monotonic()) * 1000) + 1)
             events = dict(poller.poll(timeout_ms))
             # a child's end always shows up here: SIGCHLD writes to the signal pipe (every child,
             # zygote-forked ones included, is ours to reap); a bus message alone (a heartbeat,
@@ -256,6 +268,11 @@ class Supervisor:
                 self._bus_news = False
                 arbiter.reconcile()
                 due = arbiter.next_deadline()
+                self._report.changed()
+            if broker.stats.dropped != self._dropped_reported:
+                self._dropped_reported = broker.stats.dropped
+                self._report.changed()
+            self._report.maybe_send(time.monotonic(), self._build_report, broker.publish)
             if arbiter.stopping and self._finish_shutdown():
                 return
 
@@ -306,9 +323,22 @@ class Supervisor:
 
     # -- bus and control -------------------------------------------------------------------------
 
+    def _build_report(self) -> SupervisorReport:
+        assert self.arbiter is not None and self.broker is not None
+        return build_report(
+            started=self.started_wall,
+            interval=self._report.interval,
+            generation=self.generation,
+            reloads=self.reloads,
+            bus_dropped=self.broker.stats.dropped,
+            children=self.arbiter.children.values(),
+        )
+
     def _on_bus(self, env: Envelope) -> None:
         if not isinstance(env.message, WorkerHeartbeat):
             self._bus_news = True
+        if isinstance(env.message, MetricsEndpoint):
+            self.metrics_endpoint = env.message
         if self.arbiter is not None:
             self.arbiter.on_message(env)
 
@@ -337,7 +367,19 @@ class Supervisor:
             zygote={"pid": self.spawner.helper_pid(), "starts": self.spawner.starts}
             if self.spawner.mode == "zygote"
             else {},
+            metrics=self._metrics_status(),
         )
+
+    def _metrics_status(self) -> dict[str, Any]:
+        if "metrics" not in self.opts.infra:
+            return {}
+        endpoint = self.metrics_endpoint
+        return {
+            "address": self.opts.metrics_address,
+            "listening": endpoint.listening if endpoint else False,
+            "bound": endpoint.bound if endpoint else "",
+            "error": endpoint.error if endpoint else "not started yet",
+        }
 
     def reload(self) -> ReloadResult | None:
         """Re-reads the config; on success applies it, else changes nothing and keeps the error."""
@@ -348,6 +390,9 @@ class Supervisor:
             config = self._load(self.opts.config_file, self.opts.resource_prefix)
         except ConfigError as exc:
             self.last_reload_error = tuple(exc.errors)
+            self.reloads.refused += 1
+            self.reloads.last_refused = True
+            self._report.changed()
             log.error(
                 "reload: invalid config %s, keeping generation %d:\n  %s",
                 self.opts.config_file,
@@ -360,6 +405,9 @@ class Supervisor:
         self.config = config
         self.generation += 1
         self.last_reload_error = None
+        self.reloads.applied += 1
+        self.reloads.last_refused = False
+        self._report.changed()
         log.info(
             "reload: generation %d: started %s, restarted %s, stopped %s, unchanged %d",
             self.generation,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from sriovdp.shared.backoff import BackoffPolicy
 from sriovdp.shared.config import ConfigError, load_config
 from sriovdp.shared.model import NodeConfig
+from sriovdp.workers.metrics.address import DEFAULT_METRICS_ADDRESS
 
 #: the module whose ``main(argv) -> int`` every real child runs (``python -m sriovdp.workers``)
 WORKERS_ENTRY = "sriovdp.workers.__main__"
@@ -25,7 +26,7 @@ WORKERS_ENTRY = "sriovdp.workers.__main__"
 #: interpreters (docs/benchmarks.md); exec stays selectable
 DEFAULT_SPAWN_MODE = "zygote"
 SPAWN_MODES = ("zygote", "exec")
-INFRA_ROLES = ("health-monitor", "kubelet-watcher")
+INFRA_ROLES = ("health-monitor", "kubelet-watcher", "metrics")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,8 @@ class RunOptions:
     #: module whose main(argv) every child runs; tests put a fake child here
     child_entry: str = WORKERS_ENTRY
     infra: tuple[str, ...] = INFRA_ROLES
+    #: where the metrics child serves /metrics, /healthz and /readyz (when "metrics" is in infra)
+    metrics_address: str = DEFAULT_METRICS_ADDRESS
 
 
 def options_to_json(opts: RunOptions) -> str:

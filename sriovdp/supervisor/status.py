@@ -12,7 +12,9 @@ JSON shape of ``sriov-supervisor status --json`` (version 1; times in seconds, a
         "pid": 4242, "uptime": 12.5, "generation": 1, "config_file": "/etc/pcidp/config.json",
         "spawn_mode": "zygote", "zygote": {"pid": 4244 | null, "starts": 1},
         "last_reload_error": null | ["message", ...],
-        "bus": {"forwarded": 120, "dropped": 0}, "control": {"requests": 3, "dropped": 0}
+        "bus": {"forwarded": 120, "dropped": 0}, "control": {"requests": 3, "dropped": 0},
+        "metrics": {"address": "0.0.0.0:9830", "listening": true, "bound": "0.0.0.0:9830",
+                    "error": ""}   (empty with --no-metrics)
       },
       "children": [
         {"name": "intel-com_sriov_net_A", "role": "plugin", "pool": "intel.com/sriov_net_A",
@@ -67,6 +69,8 @@ class SupervisorStatus:
     control: dict[str, int] = dataclasses.field(default_factory=dict)
     #: spawn mode zygote: its pid while one runs (a new one starts at the next spawn), and starts
     zygote: dict[str, int | None] = dataclasses.field(default_factory=dict)
+    #: the metrics child's HTTP endpoint: address, listening, bound, error ({} with --no-metrics)
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def all_running(self) -> bool:
@@ -89,6 +93,7 @@ class SupervisorStatus:
             "bus": dict(self.bus),
             "control": dict(self.control),
             "zygote": dict(self.zygote),
+            "metrics": dict(self.metrics),
         }
         rows = [dataclasses.asdict(row) for row in self.children]
         for row in rows:
@@ -117,6 +122,7 @@ class SupervisorStatus:
                 bus=dict(head.get("bus", {})),
                 control=dict(head.get("control", {})),
                 zygote=dict(head.get("zygote", {})),
+                metrics=dict(head.get("metrics", {})),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed status: {exc!r}") from exc
@@ -157,6 +163,13 @@ def render_table(status: SupervisorStatus) -> str:
         f"supervisor pid {status.pid}, up {format_duration(status.uptime)}, "
         f"config generation {status.generation} ({status.config_file}), {mode}"
     ]
+    metrics = status.metrics
+    if metrics and metrics.get("listening"):
+        lines.append(f"metrics on http://{metrics.get('bound')}/metrics")
+    elif metrics:
+        lines.append(
+            f"metrics NOT served on {metrics.get('address')}: {metrics.get('error') or '?'}"
+        )
     if status.last_reload_error:
         lines.append("last reload FAILED, still running the previous config:")
         lines.extend(f"  {msg}" for msg in status.last_reload_error)

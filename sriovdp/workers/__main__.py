@@ -14,6 +14,7 @@ ROLES = {
     "plugin": "sriovdp.workers.plugin.main",
     "health-monitor": "sriovdp.workers.health_monitor",
     "kubelet-watcher": "sriovdp.workers.kubelet_watcher",
+    "metrics": "sriovdp.workers.metrics.main",
     "zygote": "sriovdp.launch.zygote",
 }
 

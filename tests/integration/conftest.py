@@ -90,6 +90,8 @@ class SimNode:
         argv += ["--sysfs-root", str(self.base / "sys"), "--proc-root", str(self.base / "proc")]
         argv += ["--devinfo-dir", str(self.base / "devinfo"), "--cdi-dir", str(self.base / "cdi")]
         argv += ["--spawn-mode", self.spawn_mode]
+        # loopback and any free port: tests never listen on the node's addresses
+        argv += ["--metrics-address", "127.0.0.1:0"]
         if self.netns is not None:
             argv = ["ip", "netns", "exec", self.netns, *argv]
         env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -111,6 +113,12 @@ class SimNode:
         with ControlClient(self.run_dir, timeout=2.0) as client:
             status = client.request("status")
         return {row["name"]: row for row in status["children"]}
+
+    def metrics_url(self) -> str | None:
+        """``http://HOST:PORT`` of the metrics child once it listens, else None."""
+        with ControlClient(self.run_dir, timeout=2.0) as client:
+            metrics = client.request("status")["supervisor"].get("metrics") or {}
+        return f"http://{metrics['bound']}" if metrics.get("listening") else None
 
     def pid_of(self, child: str) -> int:
         pid = self.rows()[child]["pid"]

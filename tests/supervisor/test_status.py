@@ -26,7 +26,7 @@ def test_json_shape_is_the_documented_one() -> None:
     assert data["version"] == 1
     assert set(data["supervisor"]) == {
         "pid", "uptime", "generation", "config_file", "spawn_mode", "last_reload_error", "bus",
-        "control", "zygote",
+        "control", "zygote", "metrics",
     }  # fmt: skip
     assert set(data["children"][0]) == {
         "name", "role", "pool", "state", "pid", "uptime", "restarts", "last_exit", "registered",
