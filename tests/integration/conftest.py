@@ -81,6 +81,8 @@ class SimNode:
         self.log = self.base / "supervisor.log"
         self.kubelet: KubeletStandIn | None = KubeletStandIn(self.plugin_dir) if kubelet else None
         self.proc: subprocess.Popen[bytes] | None = None
+        #: loopback and any free port: tests never listen on the node's addresses
+        self.metrics_address = "127.0.0.1:0"
 
     # -- processes ---------------------------------------------------------------------------------
 
@@ -90,8 +92,7 @@ class SimNode:
         argv += ["--sysfs-root", str(self.base / "sys"), "--proc-root", str(self.base / "proc")]
         argv += ["--devinfo-dir", str(self.base / "devinfo"), "--cdi-dir", str(self.base / "cdi")]
         argv += ["--spawn-mode", self.spawn_mode]
-        # loopback and any free port: tests never listen on the node's addresses
-        argv += ["--metrics-address", "127.0.0.1:0"]
+        argv += ["--metrics-address", self.metrics_address]
         if self.netns is not None:
             argv = ["ip", "netns", "exec", self.netns, *argv]
         env = dict(os.environ, PYTHONPATH=str(REPO))

@@ -134,6 +134,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"
     server_version = "sriov-dp"
     sys_version = ""
+    error_message_format = "%(code)d %(message)s\n"
+    error_content_type = "text/plain; charset=utf-8"
 
     def setup(self) -> None:
         self.connection = self.request
@@ -192,6 +194,8 @@ class BoundedHTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         self.routes = dict(routes)
         self.limits = limits or Limits()
         self.rejected = 0
+        self._busy = 0
+        self._busy_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(self.limits.connections)
         super().__init__((host, port), Handler)
 
@@ -205,22 +209,33 @@ class BoundedHTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         host, port = str(self.server_address[0]), int(self.server_address[1])
         return f"[{host}]:{port}" if self.address_family == socket.AF_INET6 else f"{host}:{port}"
 
+    def busy(self) -> int:
+        """Connections being handled now."""
+        return self._busy
+
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
             self.rejected += 1
             self.shutdown_request(request)
             return
+        with self._busy_lock:
+            self._busy += 1
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._slots.release()
+            self._release()
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self._release()
+
+    def _release(self) -> None:
+        with self._busy_lock:
+            self._busy -= 1
+        self._slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("HTTP request from %s failed", client_address, exc_info=True)
