@@ -3,10 +3,13 @@ and parsed with ``prometheus_client``; values checked against what the kubelet s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import sys
+import threading
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -221,3 +224,62 @@ def test_scrape_text_is_plain_prometheus_unless_openmetrics_is_asked(node: SimNo
     assert scrape(base)  # parses
     assert "# EOF" not in body
     assert get(base + "/nope")[0] == 404
+
+
+def _attack(host: str, port: int, stop: threading.Event) -> None:
+    """Slowloris, huge headers and random bytes, over and over, until ``stop``."""
+    held: list[socket.socket] = []
+    try:
+        while not stop.is_set():
+            for payload in (
+                b"GET /metrics HTTP/1.1\r\n" + b"X: " + b"y" * 70_000,
+                os.urandom(2048),
+            ):
+                with contextlib.suppress(OSError), socket.create_connection((host, port), 2) as s:
+                    s.sendall(payload)
+            with contextlib.suppress(OSError):
+                slow = socket.create_connection((host, port), 2)
+                slow.sendall(b"GET /metrics HTTP/1.1\r\nX-a: ")
+                held.append(slow)
+            if len(held) > 40:
+                held.pop(0).close()
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_hostile_http_never_touches_the_pools(node: SimNode) -> None:
+    base = _ready(node)
+    k = node.stand_in()
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    lists = {p: k.lists_received(resource(p)) for p in range(node.pfs)}
+    stop = threading.Event()
+    attackers = [
+        threading.Thread(target=_attack, args=(host, int(port), stop), daemon=True)
+        for _ in range(4)
+    ]
+    for t in attackers:
+        t.start()
+    try:
+        slowest = 0.0
+        for i in range(300):
+            started = time.perf_counter()
+            k.allocate(resource(i % 2), [sorted(node.vfs(i % 2))[i % 4]])
+            slowest = max(slowest, time.perf_counter() - started)
+    finally:
+        stop.set()
+        for t in attackers:
+            t.join(10)
+    assert slowest < 0.5  # generous: a loaded CI box, but never a stall behind HTTP
+    assert {p: k.lists_received(resource(p)) for p in range(node.pfs)} == lists  # no re-list
+    assert all(k.connected(resource(p)) for p in range(node.pfs))
+    samples = wait_samples(
+        base,
+        lambda s: (
+            value(s, "sriovdp_allocate_requests_total", outcome="ok", resource=resource(0)) == 150
+        ),
+        what="every allocation counted",
+    )
+    metrics = {"child": "metrics", "role": "metrics"}
+    assert value(samples, "sriovdp_child_restarts_total", **metrics) == 0
+    assert get(base + "/healthz")[0] == 200

@@ -25,7 +25,8 @@ import sriovdp
 from sriovdp.supervisor.states import ChildState
 from sriovdp.workers.metrics.model import NodeView
 
-#: name (as exposed, without histogram and info suffixes) -> (type, help)
+#: name as exposed (a histogram's without its _bucket, _count and _sum) -> (type, help); the info
+#: metric reads as a gauge in the text format
 METRICS: dict[str, tuple[str, str]] = {
     "sriovdp_pool_devices": ("gauge", "Devices in the pool."),
     "sriovdp_pool_devices_healthy": ("gauge", "Healthy devices in the pool."),
@@ -74,7 +75,7 @@ METRICS: dict[str, tuple[str, str]] = {
         "Seconds since the supervisor's last report on the bus (stale: its loop is stuck).",
     ),
     "sriovdp_ready": ("gauge", "1 when /readyz answers 200."),
-    "sriovdp_build": ("info", "Version of sriov-dp and of Python."),
+    "sriovdp_build_info": ("info", "Version of sriov-dp and of Python."),
 }
 
 _STATES = [s.name for s in ChildState]
@@ -100,7 +101,7 @@ class NodeCollector(Collector):
             yield from self._supervisor(view)
         yield InfoMetricFamily(
             "sriovdp_build",
-            METRICS["sriovdp_build"][1],
+            METRICS["sriovdp_build_info"][1],
             value={"version": sriovdp.__version__, "python_version": platform.python_version()},
         )
 
