@@ -48,11 +48,16 @@ class Devlink:
         from pyroute2.netlink.devlink import DEVLINK_NAMES, devlinkcmd
         from pyroute2.netlink.exceptions import NetlinkError
 
-        try:
-            if self._socket is None:
-                from pyroute2 import DL
+        if self._socket is None:
+            from pyroute2 import DL
 
+            try:
                 self._socket = DL()
+            except NetlinkError as exc:  # no devlink generic netlink family in this kernel
+                raise OSError(
+                    exc.code, f"devlink is not available ({os.strerror(exc.code)})"
+                ) from None
+        try:
             msg = devlinkcmd()
             msg["cmd"] = DEVLINK_NAMES["DEVLINK_CMD_INFO_GET"]
             msg["version"] = 1
@@ -62,19 +67,24 @@ class Devlink:
             )
         except NetlinkError as exc:
             raise OSError(exc.code, os.strerror(exc.code)) from None
-        versions: list[tuple[str, str]] = []
-        for reply in replies:
-            for nested in reply.get_attrs("DEVLINK_ATTR_INFO_VERSION_RUNNING"):
-                name = nested.get_attr("DEVLINK_ATTR_INFO_VERSION_NAME")
-                value = nested.get_attr("DEVLINK_ATTR_INFO_VERSION_VALUE")
-                if name is not None and value is not None:
-                    versions.append((str(name), str(value)))
-        return versions
+        return running_versions(replies)
 
     def close(self) -> None:
         if self._socket is not None:
             self._socket.close()
             self._socket = None
+
+
+def running_versions(replies: Iterable[Any]) -> list[tuple[str, str]]:
+    """(name, value) of every ``DEVLINK_ATTR_INFO_VERSION_RUNNING`` in decoded info replies."""
+    versions: list[tuple[str, str]] = []
+    for reply in replies:
+        for nested in reply.get_attrs("DEVLINK_ATTR_INFO_VERSION_RUNNING"):
+            name = nested.get_attr("DEVLINK_ATTR_INFO_VERSION_NAME")
+            value = nested.get_attr("DEVLINK_ATTR_INFO_VERSION_VALUE")
+            if name is not None and value is not None:
+                versions.append((str(name), str(value)))
+    return versions
 
 
 def package_name(versions: Iterable[tuple[str, str]]) -> str | None:
@@ -107,6 +117,8 @@ class DdpReader:
             why = exc.strerror or str(exc)
             if exc.errno == errno.EOPNOTSUPP:
                 why = "the driver does not report device info"
+            elif exc.errno == errno.ENODEV and exc.strerror == os.strerror(errno.ENODEV):
+                why = "no devlink instance for it"
             return DdpUnavailable(f"devlink cannot answer for PF {pf_address}: {why}")
         name = package_name(versions)
         if name is None:

@@ -227,7 +227,7 @@ def test_a_pf_devlink_does_not_know_is_excluded_with_the_reason(node: Path) -> N
     }
     (got,) = pools.match(config(doc), _functions(node), (), (), DdpReader(RecordedDevlink({})))
     assert excluded(got) == dict.fromkeys(
-        E810_VFS, "devlink cannot answer for PF 0000:1c:00.0: No such device"
+        E810_VFS, "devlink cannot answer for PF 0000:1c:00.0: no devlink instance for it"
     )
     no_app = RecordedDevlink({"0000:1c:00.0": [("fw.mgmt", "7.3.4")]})
     (got,) = pools.match(config(doc), _functions(node), (), (), DdpReader(no_app))
