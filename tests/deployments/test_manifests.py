@@ -278,9 +278,72 @@ def test_resources_requests_and_limits_are_set() -> None:
 # --- probes ----------------------------------------------------------------------------------
 
 
+EXEC_PROBES_FILE = DEPLOYMENTS / "patches" / "exec-probes.yaml"
+PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
+
+
+def exec_probes_patch() -> dict[str, Any]:
+    (patch,) = load_all(EXEC_PROBES_FILE)
+    (container,) = patch["spec"]["template"]["spec"]["containers"]
+    assert container["name"] == plugin_container()["name"]
+    probes: dict[str, Any] = {k: v for k, v in container.items() if k in PROBES}
+    return probes
+
+
+def with_exec_probes() -> dict[str, Any]:
+    """The DaemonSet as ``kubectl patch --patch-file`` leaves it (strategic merge: a null deletes
+    the key, maps merge, the container list merges by name)."""
+    ds = copy.deepcopy(daemonset())
+    (container,) = ds["spec"]["template"]["spec"]["containers"]
+    for name, patch in exec_probes_patch().items():
+        merged = {**container[name], **patch}
+        container[name] = {k: v for k, v in merged.items() if v is not None}
+    return ds
+
+
 def probe_command(name: str) -> list[str]:
-    command: list[str] = plugin_container()[name]["exec"]["command"]
+    """The documented exec alternative of a probe (deployments/patches/exec-probes.yaml)."""
+    (container,) = with_exec_probes()["spec"]["template"]["spec"]["containers"]
+    command: list[str] = container[name]["exec"]["command"]
     return command
+
+
+def metrics_port() -> int:
+    from sriovdp.workers.metrics.address import split_address
+
+    host, port = split_address(container_env()["SRIOV_DP_METRICS_ADDRESS"])
+    assert host in ("0.0.0.0", "::"), "probes and scrapes come to the node's address"
+    return port
+
+
+def test_http_probes_ask_the_metrics_child() -> None:
+    from sriovdp.workers.metrics.main import Endpoints
+    from sriovdp.workers.metrics.model import NodeView
+
+    routes = Endpoints(NodeView()).routes()
+    (port,) = [p for p in plugin_container()["ports"] if p["name"] == "metrics"]
+    assert port["containerPort"] == metrics_port()
+    assert port["protocol"] == "TCP"
+    want = {"startupProbe": "/healthz", "readinessProbe": "/readyz", "livenessProbe": "/healthz"}
+    for name, path in want.items():
+        probe = plugin_container()[name]
+        assert "exec" not in probe, name
+        assert probe["httpGet"] == {"path": path, "port": "metrics"}, name
+        assert path in routes
+    annotations = daemonset()["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(metrics_port())
+    assert annotations["prometheus.io/path"] in routes
+
+
+def test_metrics_stay_on_with_http_probes() -> None:
+    assert container_env().get("SRIOV_DP_METRICS", "true") == "true"
+
+
+def test_the_exec_probe_patch_gives_a_valid_daemonset() -> None:
+    kubernetes_validate.validate(with_exec_probes(), K8S_VERSION, strict=True)
+    (container,) = with_exec_probes()["spec"]["template"]["spec"]["containers"]
+    for name in PROBES:
+        assert set(container[name]) & {"exec", "httpGet"} == {"exec"}, name
 
 
 def status_invocation(command: list[str]) -> list[str]:
@@ -294,7 +357,7 @@ def status_invocation(command: list[str]) -> list[str]:
     return words[2:]
 
 
-@pytest.mark.parametrize("probe", ["startupProbe", "readinessProbe", "livenessProbe"])
+@pytest.mark.parametrize("probe", PROBES)
 def test_probe_runs_a_real_status_command(probe: str) -> None:
     args = status_invocation(probe_command(probe))
     status = cli_command("status")
@@ -332,11 +395,11 @@ def test_probe_verdict_per_status_exit_code(
         assert (result.returncode == 0) == (code in passes_on), (probe, code, result)
 
 
-@pytest.mark.parametrize("probe", ["startupProbe", "readinessProbe", "livenessProbe"])
+@pytest.mark.parametrize("probe", PROBES)
 def test_probe_timeout_leaves_room_for_the_status_timeout(probe: str) -> None:
     args = status_invocation(probe_command(probe))
     params = cli_command("status").make_context("status", list(args)).params
-    assert plugin_container()[probe]["timeoutSeconds"] >= params["timeout"] + 2, probe
+    assert exec_probes_patch()[probe]["timeoutSeconds"] >= params["timeout"] + 2, probe
 
 
 # --- the example config, networks and pods -------------------------------------------------------
