@@ -219,10 +219,12 @@ def test_supervisord_runs_registers_and_stops_clean(node: Node) -> None:
     tree: set[int] = set()
     try:
         # RUNNING in supervisord's eyes: up for startsecs without exiting
+        program_log = Path(configparser_value(node.conf, f"program:{PROGRAM}", "stdout_logfile"))
         wait(
             lambda: ctl(node, "status", PROGRAM).stdout.split()[1:2] == ["RUNNING"],
             40,
-            f"supervisorctl status {PROGRAM} RUNNING",
+            f"supervisorctl status {PROGRAM} RUNNING; its log:\n"
+            + (program_log.read_text()[-3000:] if program_log.exists() else "(none)"),
         )
         assert ctl(node, "status").returncode == 0
         assert kubelet.wait_for(lambda k: all(k.connected(r) for r in expected), 40), (
@@ -264,6 +266,8 @@ def test_supervisord_runs_registers_and_stops_clean(node: Node) -> None:
         # the program's log went where conf/supervisord.conf says, and rotation is configured
         logfile = Path(configparser_value(node.conf, f"program:{PROGRAM}", "stdout_logfile"))
         assert logfile.exists() and logfile.stat().st_size > 0
+        daemon_log = Path(configparser_value(node.conf, "supervisord", "logfile"))
+        assert " CRIT " not in daemon_log.read_text(), daemon_log.read_text()
     finally:
         with contextlib.suppress(subprocess.TimeoutExpired):
             ctl(node, "shutdown")
