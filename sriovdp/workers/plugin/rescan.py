@@ -10,7 +10,8 @@ The fingerprint reads what ``discover_pool`` reads: for a pool whose selectors n
 candidates (:func:`~sriovdp.shared.pools.pool_scope`), the PFs they resolve to (``class/net``
 for names, their ``virtfnN`` links, ``sriov_numvfs`` and netdevs) and the bound driver of each
 candidate; for any other pool, the PCI function directory and every function's bound driver, and
-the ``sriov_numvfs`` and netdevs of the PFs of its devices. The pool comes with the Rescanner or,
+the ``sriov_numvfs`` and netdevs of the PFs of its devices, and for an ``auxNetDevice`` pool the
+auxiliary devices and their drivers. The pool comes with the Rescanner or,
 if not given, from its first discovery: the first :meth:`~Rescanner.check` then rediscovers.
 """
 
@@ -65,6 +66,11 @@ def fingerprint(
             return ("scope", scope.addresses, drivers, tuple(pf_facts))
     funcs = _listdir(base)
     drivers = tuple(_driver(os.path.join(base, addr, "driver")) for addr in funcs)
+    if pool is None or pool.is_aux:  # SFs come and go without a PCI function doing so
+        aux = os.path.join(sysfs_root, "bus", "auxiliary", "devices")
+        names = _listdir(aux)
+        funcs += names
+        drivers += tuple(_driver(os.path.join(aux, name, "driver")) for name in names)
     pfs = sorted({d.function.pf_address or d.id for d in devices})
     pf_facts_all: list[str] = []
     for pf in pfs:
