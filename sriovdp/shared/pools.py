@@ -166,10 +166,14 @@ def selector_problem(sel: Selector, fn: PciFunction, ddp: DdpReader | None) -> s
             return f"default pkey {shown} not in pKeys"
     if sel.ddp_profiles:
         pf = fn.pf_address or fn.address
+        reader = ddp or DdpReader()
         try:
-            package = (ddp or DdpReader()).package(pf)
+            package = reader.package(pf)
         except DdpUnavailable as exc:
             return str(exc)
+        finally:
+            if reader is not ddp:
+                reader.close()
         if package not in sel.ddp_profiles:
             return f"PF {pf} runs DDP package {package!r}, not one of ddpProfiles"
     return None
@@ -274,17 +278,16 @@ def _aux_device(pool: PoolConfig, sel: Selector, aux: AuxDevice) -> PoolDevice:
     )
 
 
-def _match_pools(
+def _match_functions(
     pools: Sequence[PoolConfig],
     functions: Iterable[PciFunction],
     default_ifaces: frozenset[str],
-    aux_devices: Iterable[AuxDevice] = (),
-    ddp: DdpReader | None = None,
-) -> list[PoolDiscovery]:
-    devices: dict[int, list[PoolDevice]] = {i: [] for i in range(len(pools))}
-    excluded: dict[int, list[Exclusion]] = {i: [] for i in range(len(pools))}
-    if ddp is None and any(s.ddp_profiles for p in pools for s in p.selectors):
-        ddp = DdpReader()
+    ddp: DdpReader | None,
+    *,
+    devices: dict[int, list[PoolDevice]],
+    excluded: dict[int, list[Exclusion]],
+) -> None:
+    """PCI functions against the pools (not auxNetDevice ones), first pool wins."""
     for fn in sorted(functions, key=lambda f: f.address):
         owner: PoolConfig | None = None
         problem = _global_problem(fn, default_ifaces)
@@ -304,6 +307,25 @@ def _match_pools(
                 continue
             owner = pool
             devices[i].append(_device(pool, sel, fn))
+
+
+def _match_pools(
+    pools: Sequence[PoolConfig],
+    functions: Iterable[PciFunction],
+    default_ifaces: frozenset[str],
+    aux_devices: Iterable[AuxDevice] = (),
+    ddp: DdpReader | None = None,
+) -> list[PoolDiscovery]:
+    devices: dict[int, list[PoolDevice]] = {i: [] for i in range(len(pools))}
+    excluded: dict[int, list[Exclusion]] = {i: [] for i in range(len(pools))}
+    own_ddp = ddp is None and any(s.ddp_profiles for p in pools for s in p.selectors)
+    if own_ddp:
+        ddp = DdpReader()  # one devlink socket for this matching, closed below
+    try:
+        _match_functions(pools, functions, default_ifaces, ddp, devices=devices, excluded=excluded)
+    finally:
+        if own_ddp and ddp is not None:
+            ddp.close()
     for aux in sorted(aux_devices, key=lambda a: a.name):
         aux_owner: PoolConfig | None = None
         problem = _aux_global_problem(aux, default_ifaces)
