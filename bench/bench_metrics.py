@@ -4,7 +4,9 @@ Starts a real supervisor tree on a simulated node (:class:`bench.bench_superviso
 pools of ``--vfs`` VFs, the metrics child on ``127.0.0.1``, any free port) and measures:
 
 - ``pss_mb``, ``idle_cpu_ms``: the metrics child's PSS (``smaps_rollup``) and the CPU time of its
-  threads over an idle window (``--idle`` s, scaled to 10 s), nothing scraping it;
+  threads over an idle window (``--idle`` s, scaled to 10 s), nothing scraping it. The children
+  start together, so their heartbeats (15 s apart, each one a wake-up of the metrics child) come
+  in bursts: the window is a multiple of 15 s, else it may catch none;
 - Allocate latency of one device, back to back from this process through the kubelet stand-in,
   round-robin over the pools, in alternating blocks of ``--block`` seconds: quiet, then while a
   separate process GETs ``/metrics`` every second, and so on, ``--duration`` seconds of each
@@ -136,12 +138,12 @@ def main() -> None:
     parser.add_argument("--vfs", type=int, default=16)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds per condition")
     parser.add_argument("--block", type=float, default=10.0, help="seconds per block")
-    parser.add_argument("--idle", type=float, default=10.0, help="idle window, seconds")
+    parser.add_argument("--idle", type=float, default=30.0, help="idle window, seconds")
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--quick", action="store_true", help="20 s per condition, 3 s idle")
+    parser.add_argument("--quick", action="store_true", help="20 s per condition, 15 s idle")
     args = parser.parse_args()
     if args.quick:
-        args.duration, args.block, args.idle = 20.0, 5.0, 3.0
+        args.duration, args.block, args.idle = 20.0, 5.0, 15.0
     results = run(args)
     print(json.dumps(results, indent=2))
     if args.json is not None:

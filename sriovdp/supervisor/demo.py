@@ -96,6 +96,8 @@ def _run(base: Path, spawn_mode: str) -> int:
     argv += ["--devinfo-dir", str(base / "devinfo"), "--cdi-dir", str(base / "cdi")]
     argv += ["--proc-root", str(base / "proc"), "--spawn-mode", spawn_mode]
     argv += ["--log-level", "warning"]
+    # a demo listens on loopback only, on any free port (status shows which)
+    argv += ["--metrics-address", "127.0.0.1:0"]
     started = time.monotonic()
     with log_path.open("wb") as log:
         supervisor = subprocess.Popen(argv, stdout=log, stderr=log)
