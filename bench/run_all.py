@@ -49,7 +49,7 @@ PER_VERSION = [
     "bench_chaos.py",
 ]
 #: scripts run once, on this interpreter
-ONCE = ["bench_link_health.py"]
+ONCE = ["bench_link_health.py", "bench_uevent.py"]
 ORDER = PER_VERSION + ONCE
 #: script -> extra arguments for a full run (the whole of it a few minutes on 2 cores)
 FULL: dict[str, list[str]] = {
@@ -64,6 +64,7 @@ QUICK: dict[str, list[str]] = {
     "bench_kubelet_restart.py": ["--quick"],
     "bench_chaos.py": ["--seconds", "10"],
     "bench_link_health.py": ["--toggles", "30"],
+    "bench_uevent.py": ["--quick"],
 }
 
 Row = tuple[str, str, str, bool | None]  # metric, value, target, met (None: no target)
@@ -204,6 +205,16 @@ def _link_health(d: dict[str, Any]) -> list[tuple[str, str]]:
             for r in d["results"][:1]]  # fmt: skip
 
 
+def _uevent(d: dict[str, Any]) -> list[tuple[str, str]]:
+    tag = f"{d['pools']} pools x {d['vfs_per_pool']} VFs, {d['all']['n']} rebinds"
+    return [
+        (
+            f"PCI function rebound -> list updated at the kubelet (uevent), p99 ({tag})",
+            f"{d['all']['p99_ms']:.1f} ms (target < 1000 ms)",
+        )
+    ]
+
+
 def _chaos(d: dict[str, Any]) -> list[tuple[str, str]]:
     tag = f"{d['pools']} pools, {d['seconds']:g} s, {len(d['events'])} faults"
     return [
@@ -219,6 +230,7 @@ def _chaos(d: dict[str, Any]) -> list[tuple[str, str]]:
 #: reported without a target, after the target rows
 REPORTED: dict[str, Callable[[dict[str, Any]], list[tuple[str, str]]]] = {
     "bench_link_health.py": _link_health,
+    "bench_uevent.py": _uevent,
     "bench_chaos.py": _chaos,
 }
 

@@ -95,6 +95,25 @@ class PluginSocketDeleted(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceEvent(Message):
+    """A kernel uevent about a PCI function, an auxiliary device or a network interface (from the
+    health monitor): the pools it may concern rescan at once instead of at their next periodic
+    check. ``name`` is the PCI address (``pci``), the device name (``auxiliary``) or the interface
+    (``net``); ``action`` the kernel's (add, remove, bind, unbind, change, move), or ``resync``
+    with name ``*`` after events may have been lost; ``driver`` is "" when none is named."""
+
+    KIND: ClassVar[str] = "device.event"
+
+    subsystem: str
+    name: str
+    action: str
+    driver: str
+
+    def topic(self) -> str:
+        return f"device.{self.subsystem}.{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerReady(Message):
     """A child finished starting (plugin: serving and registered; monitor: first dump published)."""
 
@@ -237,6 +256,7 @@ KINDS: dict[str, type[Message]] = {
         LinkState,
         KubeletSocketState,
         PluginSocketDeleted,
+        DeviceEvent,
         WorkerReady,
         WorkerHeartbeat,
         PoolSummary,

@@ -15,8 +15,12 @@ keeps overflowing the buffer is not answered with back-to-back full dumps). Ever
 lost bus message or a missed kernel event. Retained states left on the bus by an earlier instance
 for links that no longer exist are corrected to ``present=false`` at start.
 
-The loop blocks in ``poll()`` on the netlink socket, the bus and a signal wake-up pipe, with
-timeouts of seconds, so an idle monitor costs nothing. SIGTERM or SIGINT: exit 0 at once.
+Kernel uevents (driver bind/unbind, VFs created or removed, netdevs renamed) are read in a thread
+of their own (:mod:`sriovdp.workers.uevents`) and published as ``device.<subsystem>.<name>``
+:class:`~sriovdp.shared.messages.DeviceEvent` messages, on which pools rescan at once.
+
+The loop blocks in ``poll()`` on the netlink socket, the bus, the uevent hand-over pipe and a
+signal wake-up pipe, with timeouts of seconds, so an idle monitor costs nothing. SIGTERM or SIGINT: exit 0 at once.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from sriovdp.shared.backoff import BackoffPolicy
 from sriovdp.shared.bus import BusClient
 from sriovdp.shared.messages import LinkState, Message, WorkerHeartbeat, WorkerReady
 from sriovdp.workers.netlink import DEFAULT_RCVBUF, NOT_PRESENT, DumpDone, LinkSocket
+from sriovdp.workers.uevents import UeventReader
 
 log = logging.getLogger(__name__)
 
@@ -359,12 +364,15 @@ def main(argv: list[str]) -> int:
     monitor = HealthMonitor(args.name, source, bus, args.republish_interval)
     hb_interval = max(0.1, args.heartbeat_interval)
     stale_check_until = time.monotonic() + STALE_CHECK_WINDOW
+    uevents = UeventReader()
     poller = zmq.Poller()
     poller.register(stop.fileno(), zmq.POLLIN)
     poller.register(bus.sub_socket, zmq.POLLIN)
+    poller.register(uevents.fileno(), zmq.POLLIN)
     polled_fd: int | None = None
     try:
         monitor.start()
+        uevents.start()
         next_hb = time.monotonic()
         while not stop.is_set():
             now = time.monotonic()
@@ -390,6 +398,9 @@ def main(argv: list[str]) -> int:
                 monitor.on_readable()
             if bus.sub_socket in ready:
                 _drain_bus(bus, monitor, started_ns)
+            if uevents.fileno() in ready:
+                for event in uevents.take():
+                    bus.publish(event)
             if stop.fileno() in ready:
                 stop.drain()
             monitor.on_tick()

@@ -11,6 +11,7 @@ import pytest
 
 from sriovdp.shared.messages import (
     KINDS,
+    DeviceEvent,
     KubeletSocketState,
     LinkState,
     Message,
@@ -51,6 +52,7 @@ SAMPLES: list[Message] = [
         (0, -9),
     ),
     MetricsEndpoint("metrics", 11, "0.0.0.0:9830", False, "", "address in use"),
+    DeviceEvent("pci", "0000:04:00.1", "bind", "vfio-pci"),
 ]
 
 

@@ -1,10 +1,11 @@
 """The worker's end of the bus (plugin worker process, ``--run-dir`` given).
 
 :class:`BusLink` owns a :class:`~sriovdp.shared.bus.BusClient` and one thread that reads it:
-subscriptions are ``link.<ifname>.`` for every health link of the pool and ``kubelet.``. LinkState
-messages are applied to the device table right here (health reaches ListAndWatch streams without
-a hop through the main loop); a LinkState for a new link or one whose presence flipped also asks
-the main loop for a rescan. Kubelet messages are handed to the main loop, which owns the server
+subscriptions are ``link.<ifname>.`` for every health link of the pool, ``kubelet.`` and
+``device.``. LinkState messages are applied to the device table right here (health reaches
+ListAndWatch streams without a hop through the main loop); a LinkState for a new link or one whose
+presence flipped, and a DeviceEvent (a kernel uevent) that may concern the pool, ask the main loop
+for a rescan (queued rescans are done once). Kubelet messages are handed to the main loop, which owns the server
 and the registrar. The thread blocks in ``poll`` with no timeout: idle costs nothing; a pipe wakes
 it when the set of links changes or the worker stops. Publishing is safe from any thread.
 """
@@ -21,7 +22,13 @@ import zmq
 
 from sriovdp.launch.wakeup import WakeupPipe
 from sriovdp.shared.bus import BusClient
-from sriovdp.shared.messages import KubeletSocketState, LinkState, Message, PluginSocketDeleted
+from sriovdp.shared.messages import (
+    DeviceEvent,
+    KubeletSocketState,
+    LinkState,
+    Message,
+    PluginSocketDeleted,
+)
 from sriovdp.workers.plugin.state import PoolState
 
 log = logging.getLogger(__name__)
@@ -46,7 +53,7 @@ class BusLink:
     ) -> None:
         self.state = state
         self._actions = actions
-        self.client = BusClient(run_dir, src, subscribe=["kubelet."])
+        self.client = BusClient(run_dir, src, subscribe=["kubelet.", "device."])
         self._lock = threading.Lock()
         self._wanted: set[str] = set()
         self._subscribed: set[str] = set()
@@ -110,8 +117,21 @@ class BusLink:
             change = self.state.apply_link(message)
             if change.new_or_presence_changed:
                 self._actions.put(("rescan", f"link {message.ifname} present={message.present}"))
+        elif isinstance(message, DeviceEvent):
+            if self._concerns_us(message):
+                what = f"{message.action} {message.subsystem} {message.name}"
+                self._actions.put(("rescan", f"uevent {what}"))
         elif isinstance(message, (KubeletSocketState, PluginSocketDeleted)):
             self._actions.put(("kubelet", message))
+
+    def _concerns_us(self, event: DeviceEvent) -> bool:
+        """Every PCI or auxiliary device event may add or remove one of our devices (a new VF
+        is nobody's yet); of network interfaces only ours matter (pods' veths come and go)."""
+        if event.subsystem != "net":
+            return True
+        view = self.state.view
+        ours = {d.function.netdev for d in view.devices.values()} | self.state.links()
+        return event.name in ours
 
     def close(self) -> None:
         """Stops the thread and closes the bus client (lingers briefly for queued messages)."""

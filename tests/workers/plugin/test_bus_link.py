@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 from sriovdp.shared.messages import (
+    DeviceEvent,
     KubeletSocketState,
     LinkState,
     PluginSocketDeleted,
@@ -20,7 +21,7 @@ from sriovdp.shared.messages import (
 from sriovdp.simnode.kubelet import KubeletStandIn
 from tests.harness.broker import BrokerThread
 from tests.workers.plugin.conftest import Node
-from tests.workers.plugin.test_worker import CHILD, NET, VFIO, listed
+from tests.workers.plugin.test_worker import CHILD, NET, VFIO, listed, until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -154,3 +155,20 @@ def test_pf_link_gone_rescans_at_once(
     broker.publish(link("sim0pf0", up=False, present=False))
     assert kubelet.wait_for(lambda k: len(k.devices(NET)) == 4, 30), worker.log()
     assert health(kubelet, NET, "0000:05") == {"Healthy"}
+
+
+def test_a_device_event_rescans_at_once(
+    demo: Node, kubelet: KubeletStandIn, broker: BrokerThread, spawn: Any
+) -> None:
+    """A kernel uevent on the bus (a VF rebound from vfio-pci to iavf) updates the pool's list
+    right away, long before its periodic check; a net event about an interface that is not the
+    pool's changes nothing."""
+    worker = on_bus(spawn, demo, VFIO, "--rescan-interval", "600", "--log-level", "debug")
+    assert kubelet.wait_for(lambda k: listed(k, VFIO, 4), 30), worker.log()
+    broker.publish(DeviceEvent("net", "veth1234abcd", "add", ""))
+    demo.sysfs.bind("0000:04:00.4", "iavf", netdev="sim0pf0v4")
+    broker.publish(DeviceEvent("pci", "0000:04:00.4", "bind", "iavf"))
+    assert kubelet.wait_for(lambda k: listed(k, VFIO, 3), 10), worker.log()
+    # the list reaches the kubelet before the rescan's log line is written
+    assert until(lambda: "uevent bind pci 0000:04:00.4" in worker.log()), worker.log()[-3000:]
+    assert "veth1234abcd" not in worker.log()
