@@ -1,4 +1,5 @@
-"""The run directory and its lock (supervisor process).
+"""The run directory and its lock, and the lock on the kubelet's plugin directory (supervisor
+process).
 
 The run dir (default ``/run/sriov-dp``) holds the bus and control sockets; it is created mode 0700
 and must belong to us. :class:`RunDirLock` takes an exclusive ``flock`` on ``supervisor.lock``
@@ -6,6 +7,10 @@ and must belong to us. :class:`RunDirLock` takes an exclusive ``flock`` on ``sup
 supervisor that bound first would steal the first one's bus. A second supervisor gets
 :class:`LockedError` (exit code ``LOCKED``) and touches nothing. Socket files left behind by a
 predecessor that was SIGKILLed are stale by definition once we hold the lock, and are removed.
+
+:class:`PluginDirLock` keeps two supervisors (with different run dirs) from serving the same
+kubelet: it ``flock``s the plugin directory itself, not a file in it, because the kubelet deletes
+every file in that directory when it starts, and a lock on a deleted file no longer stops anyone.
 """
 
 from __future__ import annotations
@@ -84,3 +89,38 @@ class RunDirLock:
             self.run_dir.lock.unlink()
         os.close(self._fd)
         self._fd = None
+
+
+class PluginDirLock:
+    """Owns an exclusive ``flock`` on the plugin directory for the life of the supervisor."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> None:
+        """Raises :class:`LockedError` when another supervisor serves the directory, and
+        :class:`RunDirError` when it cannot be opened."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise RunDirError(f"plugin dir {self.path}: {exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LockedError(
+                f"plugin dir {self.path} is served by another supervisor on this node "
+                "(one per kubelet); stop it first or use another --plugin-dir"
+            ) from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

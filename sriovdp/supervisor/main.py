@@ -37,7 +37,7 @@ from sriovdp.supervisor.arbiter import Arbiter, ReloadResult
 from sriovdp.supervisor.broker import Broker
 from sriovdp.supervisor.child import ChildSpec
 from sriovdp.supervisor.control import CommandError, ControlServer
-from sriovdp.supervisor.lock import LockedError, RunDirError, RunDirLock
+from sriovdp.supervisor.lock import LockedError, PluginDirLock, RunDirError, RunDirLock
 from sriovdp.supervisor.report import ReloadCounts, ReportSchedule, build_report
 from sriovdp.supervisor.runopts import RunOptions, checked_config
 from sriovdp.supervisor.spawn import Spawner, make_spawner, reap
@@ -142,6 +142,7 @@ class Supervisor:
         #: the metrics child's last word on its HTTP endpoint (shown by status)
         self.metrics_endpoint: MetricsEndpoint | None = None
         self.lock = RunDirLock(Path(opts.run_dir))
+        self.plugin_lock = PluginDirLock(Path(opts.plugin_dir))
         self.spawner: Spawner = make_spawner(opts.spawn_mode)
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self.broker: Broker | None = None
@@ -156,6 +157,11 @@ class Supervisor:
 
     def _setup(self) -> None:
         self.lock.acquire()  # before binding anything: LockedError leaves everything untouched
+        try:
+            self.plugin_lock.acquire()  # one supervisor per kubelet, whatever its run dir
+        except (LockedError, RunDirError):
+            self.lock.release()
+            raise
         libc.become_subreaper()  # orphans come to us (and to reap()), not to init
         for sig in _HANDLED_SIGNALS:
             signal.signal(sig, _enqueue_only)
@@ -200,6 +206,7 @@ class Supervisor:
         if self.lock.held:
             config_snapshot(self.opts.run_dir).unlink(missing_ok=True)
         self.lock.release()
+        self.plugin_lock.release()
 
     # -- the loop -------------------------------------------------------------------------------
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -144,3 +146,36 @@ def test_every_process_of_the_tree_says_what_it_is(
     }
     comms = [comm(pid) for pid in workers.values()]
     assert len(set(comms)) == len(comms) == 3
+
+
+def _second_supervisor(first: Supervisor, base: Path) -> subprocess.CompletedProcess[str]:
+    """``run`` with its own run dir and everything else the first one's: the same kubelet."""
+    argv = [sys.executable, "-m", "sriovdp", "run", "--config-file", str(first.config)]
+    argv += ["--run-dir", str(base / "run2"), "--plugin-dir", str(first.base / "plugins")]
+    argv += ["--sysfs-root", str(first.base / "sys"), "--proc-root", str(first.base / "proc")]
+    env, cwd = first.env, first.base
+    return subprocess.run(argv, check=False, capture_output=True, text=True, env=env, cwd=cwd)
+
+
+def test_a_second_supervisor_on_the_same_plugin_dir_exits_and_disturbs_nothing(
+    sup: tuple[Supervisor, KubeletStandIn], tmp_path: Path
+) -> None:
+    s, kubelet = sup
+    rows = s.wait_running()
+    endpoints = {r: kubelet.endpoint(r) for r in kubelet.allocatable()}
+    second = _second_supervisor(s, tmp_path)
+    assert second.returncode == 75, second.stderr
+    assert f"plugin dir {tmp_path / 'plugins'} is served by another supervisor" in second.stderr
+    assert "Traceback" not in second.stderr
+    # the kubelet empties its directory when it restarts: the lock is on the directory itself
+    for entry in (tmp_path / "plugins").iterdir():
+        if entry.name != "kubelet.sock":
+            entry.unlink()
+    third = _second_supervisor(s, tmp_path)
+    assert third.returncode == 75, third.stderr
+    assert "Traceback" not in third.stderr
+    assert {n: r["pid"] for n, r in s.rows().items()} == {n: r["pid"] for n, r in rows.items()}
+    # the first supervisor's pools serve again on new sockets, as after any kubelet restart
+    assert kubelet.wait_for(all_up, 30)
+    assert set(endpoints) == set(kubelet.allocatable())
+    assert s.stop() == 0
