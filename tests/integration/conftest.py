@@ -111,13 +111,13 @@ class SimNode:
         return self.log.read_text(errors="replace")[-4000:]
 
     def rows(self) -> dict[str, dict[str, Any]]:
-        with ControlClient(self.run_dir, timeout=2.0) as client:
+        with ControlClient(self.run_dir, timeout=10.0) as client:
             status = client.request("status")
         return {row["name"]: row for row in status["children"]}
 
     def metrics_url(self) -> str | None:
         """``http://HOST:PORT`` of the metrics child once it listens, else None."""
-        with ControlClient(self.run_dir, timeout=2.0) as client:
+        with ControlClient(self.run_dir, timeout=10.0) as client:
             metrics = client.request("status")["supervisor"].get("metrics") or {}
         return f"http://{metrics['bound']}" if metrics.get("listening") else None
 

@@ -58,7 +58,7 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+def wait_until(predicate: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -102,7 +102,7 @@ class Supervisor:
         )
 
     def status(self) -> dict[str, Any]:
-        with ControlClient(self.run_dir, timeout=2.0) as client:
+        with ControlClient(self.run_dir, timeout=10.0) as client:
             result: dict[str, Any] = client.request("status")
             return result
 

@@ -29,7 +29,7 @@ import pytest
 from sriovdp.simnode import demo_config, demo_node
 from sriovdp.simnode.kubelet import KubeletStandIn, unix_sockets
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf" / "supervisord.conf"
@@ -222,12 +222,12 @@ def test_supervisord_runs_registers_and_stops_clean(node: Node) -> None:
         program_log = Path(configparser_value(node.conf, f"program:{PROGRAM}", "stdout_logfile"))
         wait(
             lambda: ctl(node, "status", PROGRAM).stdout.split()[1:2] == ["RUNNING"],
-            40,
+            120,
             f"supervisorctl status {PROGRAM} RUNNING; its log:\n"
             + (program_log.read_text()[-3000:] if program_log.exists() else "(none)"),
         )
         assert ctl(node, "status").returncode == 0
-        assert kubelet.wait_for(lambda k: all(k.connected(r) for r in expected), 40), (
+        assert kubelet.wait_for(lambda k: all(k.connected(r) for r in expected), 120), (
             f"registered: {[r.resource for r in kubelet.registrations]}, expected {expected}"
         )
         # the supervisor's own view agrees: every child RUNNING (exit 0)

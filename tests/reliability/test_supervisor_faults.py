@@ -42,7 +42,7 @@ def node() -> Iterator[SimNode]:
 
 
 def status(node: SimNode) -> dict[str, object]:
-    with ControlClient(node.run_dir, timeout=2.0) as client:
+    with ControlClient(node.run_dir, timeout=10.0) as client:
         result: dict[str, object] = client.request("status")
     return result
 

@@ -31,7 +31,7 @@ from tests.workers.plugin.factories import pool, vf
 CHILD = "example-com_net"
 
 
-def until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+def until(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

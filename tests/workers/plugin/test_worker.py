@@ -25,7 +25,7 @@ UIO = "intel.com/sriov_uio"
 CHILD = {NET: "intel-com_sriov_net_A", VFIO: "intel-com_sriov_vfio", UIO: "intel-com_sriov_uio"}
 
 
-def until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+def until(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
