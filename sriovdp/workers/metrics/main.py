@@ -123,6 +123,7 @@ def main(argv: list[str]) -> int:
     """Runs the metrics child until SIGTERM/SIGINT; returns the exit code."""
     runtime.die_with_parent()
     args = build_parser().parse_args(argv)
+    runtime.name_process("sriov-dp metrics", "sdp-metrics")
     logs.setup(args.name, args.log_level, args.log_format)
     try:
         split_address(args.metrics_address)
