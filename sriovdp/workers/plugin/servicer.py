@@ -8,12 +8,13 @@ opens over its life (re-registration opens a new socket, the servicer stays).
 The handlers are coroutines of ``grpc.aio`` servers (registered with the generated
 ``add_DevicePluginServicer_to_server``), all on the worker's one event loop, thread ``grpc-loop``
 (:class:`~sriovdp.workers.plugin.server.EventLoopThread`): the work behind each answer is
-synchronous and short (Allocate's answers are precomputed), so it runs right in the handler, with
-no hop to an executor. A ListAndWatch stream is a task waiting on a :class:`ChangeSignal`, which
-the threads that change the pool (bus thread: link health; main thread: rescans, stop) fire with
-``loop.call_soon_threadsafe``; a client that goes away cancels its task at once. Idle streams cost
-nothing: no timer, no polling. A stream ended by :meth:`PoolState.close
-<sriovdp.workers.plugin.state.PoolState.close>` returns, so its client sees status OK.
+synchronous and short (Allocate's answers and GetPreferredAllocation's device layout are
+precomputed per device list), so it runs right in the handler, with no hop to an executor. A
+ListAndWatch stream is a task waiting on a :class:`ChangeSignal`, which the threads that change the
+pool (bus thread: link health; main thread: rescans, stop) fire with ``loop.call_soon_threadsafe``;
+a client that goes away cancels its task at once. Idle streams cost nothing: no timer, no polling.
+A stream ended by :meth:`PoolState.close <sriovdp.workers.plugin.state.PoolState.close>` returns,
+so its client sees status OK.
 """
 
 from __future__ import annotations
@@ -127,14 +128,16 @@ class DevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
         self, request: api_pb2.PreferredAllocationRequest, context: ServicerContext
     ) -> api_pb2.PreferredAllocationResponse:
         self.counters.note_preferred()
-        view = self.state.view
+        layout = self.state.view.layout
         out = []
         for creq in request.container_requests:
+            # the repeated fields go in as they are: the available ids (thousands) are read
+            # once, into the set the policy needs
             ids = preferred(
                 self.state.pool.allocation_policy,
-                view.devices,
-                list(creq.available_deviceIDs),
-                list(creq.must_include_deviceIDs),
+                layout,
+                creq.available_deviceIDs,
+                creq.must_include_deviceIDs,
                 creq.allocation_size,
             )
             out.append(api_pb2.ContainerPreferredAllocationResponse(deviceIDs=ids))

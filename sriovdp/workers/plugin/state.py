@@ -22,6 +22,7 @@ from sriovdp.proto import api_pb2
 from sriovdp.shared.messages import LinkState
 from sriovdp.shared.model import PoolConfig, PoolDevice
 from sriovdp.workers.plugin.allocation import AllocationTable
+from sriovdp.workers.plugin.preferred import PoolLayout
 
 HEALTHY = "Healthy"
 UNHEALTHY = "Unhealthy"
@@ -35,6 +36,9 @@ class View:
     devices: Mapping[str, PoolDevice]
     healthy: Mapping[str, bool]
     allocation: AllocationTable
+    #: GetPreferredAllocation's view of the devices: built with each device list, kept when
+    #: only health changes (the kubelet offers only healthy ids)
+    layout: PoolLayout
     listing: api_pb2.ListAndWatchResponse
     closed: bool
 
@@ -117,7 +121,13 @@ class PoolState:
     ) -> View:
         healthy = {i: self._healthy(d) for i, d in devices.items()}
         return View(
-            version, devices, healthy, table, listing(self.pool, devices.values(), healthy), closed
+            version,
+            devices,
+            healthy,
+            table,
+            PoolLayout(devices),
+            listing(self.pool, devices.values(), healthy),
+            closed,
         )
 
     def _swap(self, view: View, reason: str) -> None:
@@ -148,6 +158,7 @@ class PoolState:
                     cur.devices,
                     healthy,
                     cur.allocation,
+                    cur.layout,
                     listing(self.pool, cur.devices.values(), healthy),
                     False,
                 )
@@ -185,6 +196,14 @@ class PoolState:
         with self._cond:
             cur = self._view
             self._swap(
-                View(cur.version + 1, cur.devices, cur.healthy, cur.allocation, cur.listing, True),
+                View(
+                    cur.version + 1,
+                    cur.devices,
+                    cur.healthy,
+                    cur.allocation,
+                    cur.layout,
+                    cur.listing,
+                    True,
+                ),
                 "stop",
             )

@@ -1,14 +1,24 @@
-"""GetPreferredAllocation policies on hand-built devices (sriovdp.workers.plugin.preferred)."""
+"""GetPreferredAllocation policies on hand-built devices (sriovdp.workers.plugin.preferred), and
+the servicer's answers as the pool's devices and health change (the layout is per device list)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import pytest
 
+from sriovdp.proto import api_pb2
+from sriovdp.shared.messages import LinkState
 from sriovdp.shared.model import AllocationPolicy, PoolDevice
-from sriovdp.workers.plugin.preferred import choose, preferred
-from tests.workers.plugin.factories import vf
+from sriovdp.workers.plugin.allocation import AllocationTable
+from sriovdp.workers.plugin.devinfo import DevInfoWriter
+from sriovdp.workers.plugin.drivers import DriverContext
+from sriovdp.workers.plugin.preferred import PoolLayout, choose, preferred
+from sriovdp.workers.plugin.servicer import DevicePluginServicer
+from sriovdp.workers.plugin.state import PoolState
+from tests.workers.plugin.factories import pool, vf
 
 PACKED = AllocationPolicy.PACKED
 BALANCED = AllocationPolicy.BALANCED
@@ -91,6 +101,88 @@ def test_none_policy_and_degenerate_sizes(three_pfs: dict[str, PoolDevice]) -> N
 
 
 def test_preferred_never_raises(three_pfs: dict[str, PoolDevice]) -> None:
-    broken: dict[str, PoolDevice] = dict(three_pfs)
-    broken[vf(0, 0).id] = None  # type: ignore[assignment]
-    assert preferred(PACKED, broken, list(broken), [], 2) == []
+    layout = PoolLayout(three_pfs)
+    unhashable: list[str] = [[]]  # type: ignore[list-item]
+    assert preferred(PACKED, layout, unhashable, [], 2) == []
+    assert preferred(PACKED, layout, list(three_pfs), [], None) == []  # type: ignore[arg-type]
+    assert len(preferred(PACKED, layout, list(three_pfs), [], 2)) == 2
+
+
+def test_balanced_takes_more_than_one_round(three_pfs: dict[str, PoolDevice]) -> None:
+    got = choose(BALANCED, three_pfs, list(three_pfs), [], 8)
+    # one each per round while a PF has free VFs; PF1 (2 VFs) runs out in round 2
+    assert ids_of_pf(three_pfs, got).count("0000:01:00.0") == 2
+    assert len(set(got)) == 8 and vf(0, 0).id in got
+
+
+def test_vf_order_whether_few_or_most_ids_are_offered() -> None:
+    """Few offered ids (put in their groups) or most (the others skipped): same VF order."""
+    devices = table(*(vf(0, i) for i in range(8)), *(vf(1, i) for i in range(8)))
+    few = [vf(0, i).id for i in (6, 2, 4)] + [vf(1, i).id for i in (7, 5, 1, 3)]
+    assert choose(PACKED, devices, few, [], 2) == [vf(0, 2).id, vf(0, 4).id]
+    assert choose(BALANCED, devices, few, [], 3) == [vf(1, 1).id, vf(0, 2).id, vf(1, 3).id]
+    most = [d for d in reversed(devices) if d not in (vf(0, 0).id, vf(0, 3).id)]
+    assert choose(PACKED, devices, most, [], 3) == [vf(0, i).id for i in (1, 2, 4)]
+    assert choose(BALANCED, devices, most, [vf(1, 5).id], 3) == [
+        vf(1, 5).id,
+        vf(0, 1).id,
+        vf(1, 0).id,
+    ]
+
+
+# --- through the servicer: the layout follows the pool's device list ---
+
+
+class Pool:
+    """A PoolState (packed) and its servicer, GetPreferredAllocation called on the handler."""
+
+    def __init__(self, devices: Iterable[PoolDevice], tmp_path: Path) -> None:
+        p = pool()
+
+        def build(devs: Iterable[PoolDevice]) -> AllocationTable:
+            return AllocationTable(p, devs, DriverContext(Path("/nonexistent")))
+
+        self.state = PoolState(p, devices, build)
+        self.servicer = DevicePluginServicer(self.state, DevInfoWriter(tmp_path / "devinfo"))
+
+    def ask(self, available: list[str], must: list[str], size: int) -> list[str]:
+        creq = api_pb2.ContainerPreferredAllocationRequest(
+            available_deviceIDs=available, must_include_deviceIDs=must, allocation_size=size
+        )
+        request = api_pb2.PreferredAllocationRequest(container_requests=[creq, creq])
+        resp = asyncio.run(self.servicer.GetPreferredAllocation(request, None))
+        first, second = (list(c.deviceIDs) for c in resp.container_responses)
+        assert first == second  # each container is answered on its own
+        return first
+
+
+def test_rescan_replaces_the_layout(tmp_path: Path) -> None:
+    pf0 = [vf(0, i) for i in range(2)]
+    pf1 = [vf(1, i) for i in range(4)]
+    pf2 = [vf(2, i) for i in range(3)]
+    served = Pool([*pf0, *pf1], tmp_path)
+    offered = [d.id for d in pf0 + pf1 + pf2]  # a kubelet that still offers what it knew
+    assert served.ask(offered, [], 2) == [d.id for d in pf0]
+    before = served.state.view.layout
+    assert served.state.replace_devices([*pf1, *pf2])  # PF0 gone, PF2 (3 VFs) new
+    assert served.state.view.layout is not before
+    # a stale layout would still pick PF0's VFs (and not know PF2's)
+    assert served.ask(offered, [], 2) == [d.id for d in pf2[:2]]
+    assert served.ask(offered, [pf0[0].id], 2) == []  # a must-include id the pool lost
+    assert served.state.replace_devices([*pf0, *pf1])  # and back
+    assert served.ask(offered, [], 2) == [d.id for d in pf0]
+
+
+def test_health_change_keeps_the_layout(tmp_path: Path) -> None:
+    pf0 = [vf(0, i) for i in range(2)]
+    pf1 = [vf(1, i) for i in range(4)]
+    served = Pool([*pf0, *pf1], tmp_path)
+    ids = [d.id for d in pf0 + pf1]
+    before = served.state.view
+    down = LinkState("pf0", 3, "DOWN", False, True)
+    assert served.state.apply_link(down).health_changed
+    assert served.state.view.version != before.version
+    assert served.state.view.layout is before.layout  # same devices: nothing to rebuild
+    # the kubelet offers only healthy ids: what it offers decides, as before the change
+    assert served.ask([d.id for d in pf1], [], 2) == [d.id for d in pf1[:2]]
+    assert served.ask(ids, [], 2) == [d.id for d in pf0]
