@@ -13,6 +13,18 @@ Owns the fake layout, which mirrors ARCHITECTURE.md §8 and what :mod:`sriovdp.s
 - ``<root>/bus/pci/devices/<addr>`` -> ``../../../devices/pci<domain>:00/<addr>``;
   ``<root>/bus/pci/drivers/<name>/<addr>`` back-links; ``<root>/class/net/<if>``,
   ``<root>/class/uio/uio<N>``, ``<root>/class/infiniband_verbs/uverbs<N>`` links.
+- RDMA devices carry ``infiniband/<dev>/ports/1/pkeys/0`` (the default pkey, ``0xffff`` unless
+  set), as drivers/infiniband/core/sysfs.c shows them.
+- Auxiliary devices (:meth:`FakeSysfs.add_sf`; Documentation/driver-api/auxiliary_bus.rst,
+  drivers/base/auxiliary.c): ``<function>/<module>.<type>.<id>/`` with ``sfnum`` (mlx5 SFs,
+  mlx5/core/sf/dev/dev.c), ``driver`` -> ``bus/auxiliary/drivers/<drv>``, and their own
+  ``net/`` and ``infiniband/``; linked from ``bus/auxiliary/devices/<name>``.
+- vDPA devices (:meth:`FakeSysfs.add_vdpa`; drivers/vdpa/vdpa.c, vp_vdpa.c): ``<function>/vdpa<N>/``
+  linked from ``bus/vdpa/devices``, ``driver`` -> ``bus/vdpa/drivers/<drv>``, with
+  ``vhost-vdpa-<M>/`` (drivers/vhost/vdpa.c) or ``virtio<K>/net/<if>/``
+  (drivers/virtio/virtio_vdpa.c).
+- CXI devices (:meth:`FakeSysfs.add_cxi`; HPE's cxi-driver, read by libcxi as
+  ``class/cxi_user/cxi<N>/device``): ``<function>/cxi_user/cxi<N>/``.
 
 VF addresses: VF ``i`` of the PF at ``D:BB:SS.F`` is at ``D:bb:ss.f`` with bus
 ``bb = BB + 1 + (SS * 8 + F)``, slot ``ss = i // 8`` and function ``f = i % 8``: every PF gets a
