@@ -47,8 +47,8 @@ def _default(param: click.Parameter, ctx: click.Context) -> str:
         if param.secondary_opts:
             return f"`{param.opts[0] if default else param.secondary_opts[0]}`"
         return "on" if default else "off"
-    if default is None or callable(default) or default == ():
-        return ""
+    if default is None or callable(default) or default == () or "UNSET" in repr(default):
+        return ""  # no default (click 8.3 says so with a sentinel)
     return f"`{default}`"
 
 

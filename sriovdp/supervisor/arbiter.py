@@ -325,6 +325,9 @@ class Arbiter:
                     devices_total=summary.devices_total if summary else None,
                     last_event=(summary.last_event if summary and summary.last_event else "")
                     or child.last_event,
+                    heartbeat_age=now - (child.last_heartbeat or child.ready_at or now)
+                    if child.pid is not None and child.state == ChildState.RUNNING
+                    else None,
                 )
             )
         return out

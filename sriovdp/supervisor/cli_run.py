@@ -200,9 +200,28 @@ def _client(run_dir: str, timeout: float) -> ControlClient:
 
 @click.command("status")
 @options.run_dir
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (see status.py).")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=2.0, show_default=True)
-def status_command(run_dir: str, as_json: bool, timeout: float) -> None:
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Machine-readable output (docs/operations.md, Probes and status exit codes).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    help="Seconds to wait for the supervisor's answer.",
+)
+@click.option(
+    "--check",
+    type=click.Choice(["live", "ready"]),
+    help="Probe mode, one line of output: 'live' exits 0 when the supervisor's loop answers (a "
+    "kubelet that is down does not fail it), 4 when not; 'ready' exits 0 only when every pool "
+    "is RUNNING and registered with the kubelet and the last reload was not refused, else 3 "
+    "with the reason.",
+)
+def status_command(run_dir: str, as_json: bool, timeout: float, check: str | None) -> None:
     """Show the supervisor and its children.
 
     Exit 0: every child RUNNING; 3: something is not running; 4: no supervisor answered.
@@ -219,6 +238,17 @@ def status_command(run_dir: str, as_json: bool, timeout: float) -> None:
             else:
                 click.echo(f"supervisor unreachable: {exc}", err=True)
             sys.exit(exitcodes.UNREACHABLE)
+    if check == "live":
+        # the control socket is served by the supervisor's one loop: an answer means it turns
+        click.echo(f"live: supervisor pid {status.pid} answered")
+        sys.exit(exitcodes.OK)
+    if check == "ready":
+        reasons = status.not_ready()
+        if reasons:
+            click.echo("not ready: " + "; ".join(reasons))
+            sys.exit(exitcodes.NOT_RUNNING)
+        click.echo(f"ready: {sum(r.pool is not None for r in status.children)} pools registered")
+        sys.exit(exitcodes.OK)
     if as_json:
         click.echo(json.dumps(status.to_dict(), indent=2))
     else:

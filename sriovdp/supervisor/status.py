@@ -20,7 +20,7 @@ JSON shape of ``sriov-supervisor status --json`` (version 1; times in seconds, a
         {"name": "intel-com_sriov_net_A", "role": "plugin", "pool": "intel.com/sriov_net_A",
          "state": "RUNNING", "pid": 4250, "uptime": 12.1, "restarts": 0, "last_exit": null,
          "registered": true, "devices_healthy": 8, "devices_total": 8,
-         "last_event": "READY"},
+         "last_event": "READY", "heartbeat_age": 3.2},
         ...
       ]
     }
@@ -54,6 +54,9 @@ class ChildRow:
     devices_healthy: int | None
     devices_total: int | None
     last_event: str
+    #: seconds since the child's last heartbeat (since READY before the first); None: no process.
+    #: Past the heartbeat timeout (45 s) the supervisor restarts it: a high value is a hung loop
+    heartbeat_age: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,19 @@ class SupervisorStatus:
         """0 when every child is RUNNING, else 3 (supervisorctl's LSB convention)."""
         return exitcodes.OK if self.all_running else exitcodes.NOT_RUNNING
 
+    def not_ready(self) -> list[str]:
+        """Why the node is not ready to take pods ([] when it is): every pool RUNNING and
+        registered with the kubelet, every other child RUNNING, the last reload not refused."""
+        reasons = []
+        if self.last_reload_error:
+            reasons.append("the last reload was refused (invalid config)")
+        for row in self.children:
+            if row.state != "RUNNING":
+                reasons.append(f"{row.name} is {row.state}")
+            elif row.pool is not None and not row.registered:
+                reasons.append(f"{row.pool} is not registered with the kubelet")
+        return reasons
+
     def to_dict(self) -> dict[str, Any]:
         head = {
             "pid": self.pid,
@@ -97,8 +113,9 @@ class SupervisorStatus:
         }
         rows = [dataclasses.asdict(row) for row in self.children]
         for row in rows:
-            if row["uptime"] is not None:
-                row["uptime"] = round(row["uptime"], 3)
+            for key in ("uptime", "heartbeat_age"):
+                if row[key] is not None:
+                    row[key] = round(row[key], 3)
         return {"version": STATUS_VERSION, "supervisor": head, "children": rows}
 
     @classmethod
@@ -109,7 +126,9 @@ class SupervisorStatus:
                 raise ValueError(f"status version {data['version']!r} not understood")
             head = data["supervisor"]
             names = [f.name for f in dataclasses.fields(ChildRow)]
-            children = tuple(ChildRow(**{n: row[n] for n in names}) for row in data["children"])
+            children = tuple(
+                ChildRow(**{n: row[n] for n in names if n in row}) for row in data["children"]
+            )
             err = head["last_reload_error"]
             return cls(
                 pid=head["pid"],
@@ -174,7 +193,7 @@ def render_table(status: SupervisorStatus) -> str:
         lines.append("last reload FAILED, still running the previous config:")
         lines.extend(f"  {msg}" for msg in status.last_reload_error)
     header: tuple[str, ...] = ("NAME", "ROLE", "POOL", "STATE", "PID", "UPTIME", "RESTARTS")
-    header += ("LAST EXIT", "REGISTERED", "DEVICES", "LAST EVENT")
+    header += ("LAST EXIT", "HEARTBEAT", "REGISTERED", "DEVICES", "LAST EVENT")
     rows: list[tuple[str, ...]] = [header]
     for r in status.children:
         rows.append(
@@ -187,6 +206,7 @@ def render_table(status: SupervisorStatus) -> str:
                 format_duration(r.uptime),
                 str(r.restarts),
                 r.last_exit or "-",
+                format_duration(r.heartbeat_age) + (" ago" if r.heartbeat_age is not None else ""),
                 _registered(r),
                 _devices(r),
                 r.last_event or "-",

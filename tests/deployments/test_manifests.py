@@ -357,9 +357,13 @@ def status_invocation(command: list[str]) -> list[str]:
     return words[2:]
 
 
-@pytest.mark.parametrize("probe", PROBES)
-def test_probe_runs_a_real_status_command(probe: str) -> None:
+@pytest.mark.parametrize(
+    ("probe", "check"),
+    [("readinessProbe", "ready"), ("livenessProbe", "live"), ("startupProbe", "live")],
+)
+def test_probe_runs_a_real_status_check(probe: str, check: str) -> None:
     args = status_invocation(probe_command(probe))
+    assert args[args.index("--check") + 1] == check
     status = cli_command("status")
     status.make_context("status", list(args))  # raises on an unknown option
     # the probe runs in the container's environment: status must find the control socket there
@@ -380,8 +384,8 @@ def fake_status(tmp_path: Path, code: int) -> dict[str, str]:
     ("probe", "passes_on"),
     [
         ("readinessProbe", {exitcodes.OK}),
-        ("livenessProbe", {exitcodes.OK, exitcodes.NOT_RUNNING}),
-        ("startupProbe", {exitcodes.OK, exitcodes.NOT_RUNNING}),
+        ("livenessProbe", {exitcodes.OK}),
+        ("startupProbe", {exitcodes.OK}),
     ],
 )
 def test_probe_verdict_per_status_exit_code(

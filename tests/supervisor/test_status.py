@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -9,8 +10,11 @@ import pytest
 from sriovdp.supervisor.status import ChildRow, SupervisorStatus, format_duration, render_table
 
 
-def row(name: str, state: str = "RUNNING", pool: str | None = "x.io/a") -> ChildRow:
-    registered = True if pool else None
+def row(
+    name: str, state: str = "RUNNING", pool: str | None = "x.io/a", registered: bool | None = None
+) -> ChildRow:
+    if registered is None and pool:
+        registered = True
     total = 8 if pool else None
     return ChildRow(name, "plugin" if pool else name, pool, state, 42, 61.5, 2, "signal SIGKILL",
                     registered, 7 if pool else None, total, "READY")  # fmt: skip
@@ -30,7 +34,7 @@ def test_json_shape_is_the_documented_one() -> None:
     }  # fmt: skip
     assert set(data["children"][0]) == {
         "name", "role", "pool", "state", "pid", "uptime", "restarts", "last_exit", "registered",
-        "devices_healthy", "devices_total", "last_event",
+        "devices_healthy", "devices_total", "last_event", "heartbeat_age",
     }  # fmt: skip
     assert data["children"][1]["pool"] is None
     assert SupervisorStatus.from_dict(data) == status(row("a"), row("health-monitor", pool=None))
@@ -66,3 +70,25 @@ def test_table_has_header_rows_and_reload_error() -> None:
 )
 def test_format_duration(seconds: float | None, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+def test_not_ready_names_every_reason() -> None:
+    assert status(row("a"), row("health-monitor", pool=None)).not_ready() == []
+    reasons = status(
+        row("a", pool="intel.com/a", registered=False),
+        row("b", state="BACKOFF"),
+        row("health-monitor", pool=None, state="STARTING"),
+        error=("config.json: bad",),
+    ).not_ready()
+    assert reasons == [
+        "the last reload was refused (invalid config)",
+        "intel.com/a is not registered with the kubelet",
+        "b is BACKOFF",
+        "health-monitor is STARTING",
+    ]
+
+
+def test_the_table_shows_the_heartbeat_age() -> None:
+    table = render_table(status(dataclasses.replace(row("a"), heartbeat_age=12.5)))
+    assert "HEARTBEAT" in table.splitlines()[1]
+    assert "12s ago" in table
