@@ -397,8 +397,9 @@ class Reader:
         function itself (vp_vdpa, drivers/vdpa/virtio_pci/vp_vdpa.c) or an auxiliary device of
         it (mlx5_vdpa on ``mlx5_core.vnet.N``); the nearest PCI address in the path is the
         function. Bound to vhost_vdpa, it has a ``vhost-vdpa-N`` child (drivers/vhost/vdpa.c,
-        the name of its /dev node); bound to virtio_vdpa, a ``virtioN`` child with ``net/<if>``
-        (drivers/virtio/virtio_vdpa.c).
+        the name of its /dev node); bound to virtio_vdpa, a ``virtioN`` device with ``net/<if>``
+        appears below its DMA device, the PCI function for hardware vDPA, or below the vDPA
+        device for software ones (drivers/virtio/virtio_vdpa.c).
         """
         if self._vdpa is not None:
             return self._vdpa
@@ -422,9 +423,13 @@ class Reader:
             children = _listdir_or_empty(real)
             vhost = next((c for c in children if c.startswith("vhost-vdpa-")), None)
             netdevs: list[str] = []
-            for child in children:
-                if child.startswith("virtio") and child[6:].isdecimal():
-                    netdevs.extend(_listdir_or_empty(os.path.join(real, child, "net")))
+            if driver == "virtio_vdpa":
+                parts = real.split(os.sep)
+                function = os.sep.join(parts[: len(parts) - parts[::-1].index(parent)])
+                for where in (real, function):
+                    for child in _listdir_or_empty(where):
+                        if child.startswith("virtio") and child[6:].isdecimal():
+                            netdevs.extend(_listdir_or_empty(os.path.join(where, child, "net")))
             found[parent] = VdpaDevice(name, driver, vhost, tuple(netdevs))
         self._vdpa = found
         return found

@@ -21,8 +21,8 @@ Owns the fake layout, which mirrors ARCHITECTURE.md §8 and what :mod:`sriovdp.s
   ``net/`` and ``infiniband/``; linked from ``bus/auxiliary/devices/<name>``.
 - vDPA devices (:meth:`FakeSysfs.add_vdpa`; drivers/vdpa/vdpa.c, vp_vdpa.c): ``<function>/vdpa<N>/``
   linked from ``bus/vdpa/devices``, ``driver`` -> ``bus/vdpa/drivers/<drv>``, with
-  ``vhost-vdpa-<M>/`` (drivers/vhost/vdpa.c) or ``virtio<K>/net/<if>/``
-  (drivers/virtio/virtio_vdpa.c).
+  ``vhost-vdpa-<M>/`` (drivers/vhost/vdpa.c), or with ``<function>/virtio<K>/net/<if>/``
+  (drivers/virtio/virtio_vdpa.c parents the virtio device to the DMA device, the function).
 - CXI devices (:meth:`FakeSysfs.add_cxi`; HPE's cxi-driver, read by libcxi as
   ``class/cxi_user/cxi<N>/device``): ``<function>/cxi_user/cxi<N>/``.
 
@@ -449,7 +449,8 @@ class FakeSysfs:
         makes it, drivers/vdpa/virtio_pci/vp_vdpa.c), linked from ``bus/vdpa/devices``. Bound
         to ``vhost_vdpa`` it gets the char device ``vhost-vdpa-<M>`` below it
         (drivers/vhost/vdpa.c); to ``virtio_vdpa`` a ``virtio<K>`` device with the netdev
-        ``netdev`` (drivers/virtio/virtio_vdpa.c). Returns the vDPA device's name.
+        ``netdev``, below the function (drivers/virtio/virtio_vdpa.c: the virtio device's
+        parent is the vDPA device's DMA device). Returns the vDPA device's name.
         """
         bus = self.root / "bus/vdpa/devices"
         bus.mkdir(parents=True, exist_ok=True)
@@ -472,7 +473,10 @@ class FakeSysfs:
             (v / "dev").write_text(f"509:{m}\n")
             (cls / v.name).symlink_to(os.path.relpath(v, cls))
         elif driver == "virtio_vdpa" and netdev is not None:
-            self._add_netdev_at(self._add_virtio(d), netdev, "ether", "up", name)
+            # virtio_vdpa_probe() makes the virtio device a child of the vDPA device's DMA
+            # device, which for hardware vDPA is the PCI function itself
+            parent = self.device_dir(address)
+            self._add_netdev_at(self._add_virtio(parent), netdev, "ether", "up", name)
         return name
 
     def add_cxi(self, address: str) -> str:

@@ -76,8 +76,11 @@ def test_vdpa_devices_are_found_through_the_vdpa_bus(node: FakeSysfs) -> None:
         "virtio_vdpa", ("eth_vdpa2",), VdpaType.VIRTIO,
     )  # fmt: skip
     assert fns["0000:5f:00.3"].vdpa is None
-    # the virtio netdev is not the VF's own: the VF keeps its mlx5 netdev
-    assert fns["0000:5f:00.2"].netdevs == ("enp94s0f0v2",)
+    # the virtio device sits below the VF (virtio_vdpa parents it to the DMA device): its
+    # netdev comes after the VF's own, which stays the VF's first netdev
+    assert fns["0000:5f:00.2"].netdevs == ("enp94s0f0v2", "eth_vdpa2")
+    virtio_dev = (node.root / "class/net/eth_vdpa2/device").resolve()
+    assert virtio_dev.parent == node.device_dir("0000:5f:00.2").resolve()
 
 
 def test_a_vdpa_device_below_an_auxiliary_device_belongs_to_its_pci_function(
