@@ -99,3 +99,21 @@ def test_ddp_pool_where_devlink_cannot_answer(
     log = worker.log()
     for vf in ("0000:1d:00.0", "0000:1d:00.3"):
         assert f"excluded {vf}: devlink cannot answer for PF 0000:1c:00.0: " in log
+
+
+def test_cxi_pool_gives_the_cxi_node(upstream: Node, kubelet: KubeletStandIn, spawn: Any) -> None:
+    upstream.write_config({"resourceList": [{"resourceName": "slingshot", "resourcePrefix":
+        "hpe.com", "selectors": [{"vendors": ["17db"], "drivers": ["cxi_ss1"]}]}]})  # fmt: skip
+    worker = spawn("hpe-com_slingshot", "--use-cdi")
+    assert kubelet.wait_for(lambda k: listed(k, "hpe.com/slingshot"), 30), worker.log()
+    assert [d.id for d in kubelet.devices("hpe.com/slingshot")] == ["0000:c2:00.0", "0000:c2:00.1"]
+    resp = kubelet.allocate("hpe.com/slingshot", ["0000:c2:00.1"])
+    assert [c.name for c in resp.cdi_devices] == ["hpe.com/net-pci=0000:c2:00.1"]
+    info = json.loads(resp.envs["PCIDEVICE_HPE_COM_SLINGSHOT_INFO"])
+    assert info["0000:c2:00.1"]["cxi"] == {"dev-mount": "/dev/cxi2"}
+    spec = json.loads((upstream.cdi_dir / "sriov-dp_hpe-com_slingshot.json").read_text())
+    nodes = {d["name"]: d["containerEdits"]["deviceNodes"] for d in spec["devices"]}
+    assert nodes["0000:c2:00.1"] == [
+        {"path": "/dev/cxi2", "hostPath": "/dev/cxi2", "permissions": "rw"}
+    ]
+    assert worker.terminate() == 0
