@@ -260,7 +260,7 @@ def _device(pool: PoolConfig, sel: Selector, fn: PciFunction) -> PoolDevice:
     )
 
 
-def own_extra(pool: PoolConfig, aux: AuxDevice) -> dict[str, str]:
+def _own_extra(pool: PoolConfig, aux: AuxDevice) -> dict[str, str]:
     return dict(dict(pool.additional_info).get(aux.name, ()))
 
 
@@ -271,7 +271,7 @@ def _aux_device(pool: PoolConfig, sel: Selector, aux: AuxDevice) -> PoolDevice:
         # upstream keys an SF's additionalInfo by its parent's PCI address; the SF's own name
         # (ours) overrides that, key by key
         extra=tuple(
-            sorted({**pool.extra_info(aux.parent.address), **own_extra(pool, aux)}.items())
+            sorted({**pool.extra_info(aux.parent.address), **_own_extra(pool, aux)}.items())
         ),
         health_link=aux.parent.netdev,  # an SF follows its parent PF's link, as a VF does
         aux=aux,
