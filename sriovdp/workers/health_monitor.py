@@ -20,7 +20,8 @@ of their own (:mod:`sriovdp.workers.uevents`) and published as ``device.<subsyst
 :class:`~sriovdp.shared.messages.DeviceEvent` messages, on which pools rescan at once.
 
 The loop blocks in ``poll()`` on the netlink socket, the bus, the uevent hand-over pipe and a
-signal wake-up pipe, with timeouts of seconds, so an idle monitor costs nothing. SIGTERM or SIGINT: exit 0 at once.
+signal wake-up pipe, with timeouts of seconds, so an idle monitor costs nothing. SIGTERM or
+SIGINT: exit 0 at once.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from typing import Protocol
 import zmq
 
 from sriovdp.launch import runtime
-from sriovdp.shared import logs
+from sriovdp.shared import inotify, logs
 from sriovdp.shared.bus import BusClient
 from sriovdp.shared.messages import (
     KubeletSocketState,
@@ -43,7 +43,6 @@ from sriovdp.shared.messages import (
     WorkerReady,
 )
 from sriovdp.shared.model import DEFAULT_PLUGIN_DIR
-from sriovdp.workers import inotify
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from sriovdp.shared import inotify
 from sriovdp.shared.messages import (
     KubeletSocketState,
     Message,
@@ -23,7 +24,6 @@ from sriovdp.shared.messages import (
     WorkerHeartbeat,
     WorkerReady,
 )
-from sriovdp.workers import inotify
 from sriovdp.workers.kubelet_watcher import PluginDirWatcher, parse_args
 from tests.harness.broker import BrokerThread
 from tests.workers.conftest import Listener, Proc, worker_argv

@@ -5,9 +5,9 @@ subscriptions are ``link.<ifname>.`` for every health link of the pool, ``kubele
 ``device.``. LinkState messages are applied to the device table right here (health reaches
 ListAndWatch streams without a hop through the main loop); a LinkState for a new link or one whose
 presence flipped, and a DeviceEvent (a kernel uevent) that may concern the pool, ask the main loop
-for a rescan (queued rescans are done once). Kubelet messages are handed to the main loop, which owns the server
-and the registrar. The thread blocks in ``poll`` with no timeout: idle costs nothing; a pipe wakes
-it when the set of links changes or the worker stops. Publishing is safe from any thread.
+for a rescan (queued rescans are done once). Kubelet messages are handed to the main loop, which
+owns the server and the registrar. The thread blocks in ``poll`` with no timeout: idle costs
+nothing; a pipe wakes it when the set of links changes or the worker stops. Publishing is safe from any thread.
 """
 
 from __future__ import annotations

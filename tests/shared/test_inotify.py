@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sriovdp.workers import inotify
-from sriovdp.workers.inotify import Event, Inotify, decode_events
+from sriovdp.shared import inotify
+from sriovdp.shared.inotify import Event, Inotify, decode_events
 
 pytestmark = pytest.mark.timeout(30)
 

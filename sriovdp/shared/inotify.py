@@ -1,4 +1,5 @@
-"""Kubelet watcher process: a small ctypes wrapper around Linux inotify (no dependency).
+"""Linux inotify through ctypes, no dependency (kubelet watcher: the plugin dir; supervisor: the
+config file's directory).
 
 Owns one non-blocking, close-on-exec inotify descriptor. :meth:`Inotify.read` returns every event
 waiting, decoded; callers ``poll()`` :meth:`Inotify.fileno` first. Raises ``OSError`` where the
