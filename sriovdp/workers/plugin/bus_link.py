@@ -7,7 +7,8 @@ ListAndWatch streams without a hop through the main loop); a LinkState for a new
 presence flipped, and a DeviceEvent (a kernel uevent) that may concern the pool, ask the main loop
 for a rescan (queued rescans are done once). Kubelet messages are handed to the main loop, which
 owns the server and the registrar. The thread blocks in ``poll`` with no timeout: idle costs
-nothing; a pipe wakes it when the set of links changes or the worker stops. Publishing is safe from any thread.
+nothing; a pipe wakes it when the set of links changes or the worker stops. Publishing is safe
+from any thread.
 """
 
 from __future__ import annotations
