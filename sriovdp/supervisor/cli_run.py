@@ -116,6 +116,15 @@ def _address(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
     help="Start the metrics child (--no-metrics: no HTTP endpoint at all).",
 )
 @click.option(
+    "--watch-config/--no-watch-config",
+    default=True,
+    envvar=options.envvar("--watch-config"),
+    show_default=True,
+    show_envvar=True,
+    help="Apply a changed config file as `reload` does, half a second after it settles (a "
+    "ConfigMap update's symlink swap included); an invalid file is refused and changes nothing.",
+)
+@click.option(
     "--child-entry",
     default="sriovdp.workers.__main__",
     envvar=options.envvar("--child-entry"),
@@ -147,6 +156,7 @@ def run_command(  # noqa: PLR0917 (one parameter per click option)
     stop_grace: float,
     metrics_address: str,
     metrics: bool,
+    watch_config: bool,
     child_entry: str,
     infra: bool,
 ) -> None:
@@ -173,6 +183,7 @@ def run_command(  # noqa: PLR0917 (one parameter per click option)
         child_entry=child_entry,
         infra=tuple(r for r in INFRA_ROLES if metrics or r != "metrics") if infra else (),
         metrics_address=metrics_address,
+        watch_config=watch_config,
     )
     if checked_config(opts) is None:
         sys.exit(exitcodes.INVALID_CONFIG)

@@ -36,6 +36,7 @@ from sriovdp.shared.model import NodeConfig
 from sriovdp.supervisor.arbiter import Arbiter, ReloadResult
 from sriovdp.supervisor.broker import Broker
 from sriovdp.supervisor.child import ChildSpec
+from sriovdp.supervisor.config_watch import ConfigWatch
 from sriovdp.supervisor.control import CommandError, ControlServer
 from sriovdp.supervisor.lock import LockedError, PluginDirLock, RunDirError, RunDirLock
 from sriovdp.supervisor.report import ReloadCounts, ReportSchedule, build_report
@@ -143,6 +144,9 @@ class Supervisor:
         self.metrics_endpoint: MetricsEndpoint | None = None
         self.lock = RunDirLock(Path(opts.run_dir))
         self.plugin_lock = PluginDirLock(Path(opts.plugin_dir))
+        self.watch: ConfigWatch | None = (
+            ConfigWatch(Path(opts.config_file)) if opts.watch_config else None
+        )
         self.spawner: Spawner = make_spawner(opts.spawn_mode)
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self.broker: Broker | None = None
@@ -166,6 +170,8 @@ class Supervisor:
         for sig in _HANDLED_SIGNALS:
             signal.signal(sig, _enqueue_only)
         self._signals = WakeupPipe()
+        if self.watch is not None:
+            self.watch.open()
         start = getattr(self.spawner, "start", None)
         if start is not None:
             start()  # the zygote preloads while we bind
@@ -196,6 +202,8 @@ class Supervisor:
     def _teardown(self) -> None:
         if self._signals is not None:
             self._signals.close()
+        if self.watch is not None:
+            self.watch.close()
         for sig in _HANDLED_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
         for closable in (self.control, self.broker):
@@ -239,6 +247,9 @@ class Supervisor:
         sig_fd = self._signals.fileno()
         poller.register(sig_fd, zmq.POLLIN)
         spawner_fd: int | None = None
+        watch_fd = self.watch.fileno() if self.watch is not None else None
+        if watch_fd is not None:
+            poller.register(watch_fd, zmq.POLLIN)
         while True:
             fd = self.spawner.fileno()
             if fd != spawner_fd:
@@ -249,6 +260,9 @@ class Supervisor:
                     poller.register(fd, zmq.POLLIN)
                 spawner_fd = fd
             wake = min(due, self._report.due())
+            watch_due = self.watch.deadline() if self.watch is not None else None
+            if watch_due is not None:
+                wake = min(wake, watch_due)
             timeout_ms = max(0, int((wake - time.monotonic()) * 1000) + 1)
             events = dict(poller.poll(timeout_ms))
             # a child's end always shows up here: SIGCHLD writes to the signal pipe (every child,
@@ -268,6 +282,13 @@ class Supervisor:
             if control.sock in events:
                 control.handle()
                 news = True
+            if self.watch is not None:
+                if watch_fd is not None and watch_fd in events:
+                    self.watch.on_readable()
+                if self.watch.changed() and not arbiter.stopping:
+                    log.info("config file %s changed: reloading", self.opts.config_file)
+                    self.reload()
+                    news = True
             # A heartbeat only moves its child's deadline later, so after a wake-up that brought
             # nothing else the earlier ``due`` still holds and the table needs no pass: the idle
             # loop's work per heartbeat does not grow with the number of children.
@@ -407,6 +428,14 @@ class Supervisor:
                 "\n  ".join(exc.errors),
             )
             return None
+        if config == self.config:
+            was_refused = self.last_reload_error is not None
+            self.last_reload_error = None
+            self.reloads.last_refused = False
+            if was_refused:
+                self._report.changed()
+            log.info("reload: %s unchanged, generation %d", self.opts.config_file, self.generation)
+            return ReloadResult((), (), (), tuple(self.arbiter.children))
         write_snapshot(config, self.opts.run_dir)
         result = self.arbiter.set_specs(build_specs(config, self.opts))
         self.config = config

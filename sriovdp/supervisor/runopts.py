@@ -69,6 +69,8 @@ class RunOptions:
     infra: tuple[str, ...] = INFRA_ROLES
     #: where the metrics child serves /metrics, /healthz and /readyz (when "metrics" is in infra)
     metrics_address: str = DEFAULT_METRICS_ADDRESS
+    #: apply a changed config file as ``reload`` does (inotify on its directory)
+    watch_config: bool = True
 
 
 def options_to_json(opts: RunOptions) -> str:
