@@ -198,5 +198,7 @@ class NodeView:
             if child.state != "RUNNING":
                 problems.append(f"{child.name} is {child.state}")
             elif child.role == "plugin" and not self.registered(child.name):
-                problems.append(f"{child.name} is not registered with the kubelet")
+                summary = self.summaries.get(child.name)
+                pool = summary.resource if summary is not None else child.name
+                problems.append(f"{pool} is not registered with the kubelet")
         return not problems, problems

@@ -141,7 +141,7 @@ def test_readiness_needs_running_children_registered_pools_and_an_accepted_reloa
     view = NodeView()
     view.apply(env(WorkerStateChanged("p", "RUNNING", 10)))
     view.apply(env(report()))
-    assert view.ready() == (False, ["p is not registered with the kubelet"])
+    assert view.ready() == (False, ["p is not registered with the kubelet"])  # no summary yet
     view.apply(env(PoolSummary("p", "x/p", 10, True, 4, 4, "")))
     assert view.ready() == (True, [])
     view.apply(env(report(last_reload_refused=True)))
@@ -152,7 +152,7 @@ def test_readiness_needs_running_children_registered_pools_and_an_accepted_reloa
     assert not ready
     assert problems == ["p is STARTING"]
     view.apply(env(WorkerStateChanged("p", "RUNNING", 11)))
-    assert view.ready() == (False, ["p is not registered with the kubelet"])
+    assert view.ready() == (False, ["x/p is not registered with the kubelet"])
 
 
 def test_a_state_replayed_after_a_newer_report_is_ignored() -> None:
