@@ -44,6 +44,9 @@ class ReloadResult:
     restarted: tuple[str, ...] = ()
     stopped: tuple[str, ...] = ()
     unchanged: tuple[str, ...] = ()
+    #: running plugin workers told to take the new config in place (SIGHUP): same process,
+    #: same socket and registration; each compares its devices and changes only what differs
+    updated: tuple[str, ...] = ()
 
 
 def _return_code(status: int) -> int | None:
@@ -78,10 +81,11 @@ class Arbiter:
         return child
 
     def set_specs(self, specs: Iterable[ChildSpec]) -> ReloadResult:
-        """Makes ``specs`` the wanted set: unchanged untouched, changed restarted, the rest
-        stopped or started. The first call (empty table) starts everything."""
+        """Makes ``specs`` the wanted set: unchanged untouched, a plugin worker whose devices may
+        change updated in place, other changes restarted, the rest stopped or started. The
+        first call (empty table) starts everything."""
         wanted = {spec.name: spec for spec in specs}
-        started, restarted, stopped, unchanged = [], [], [], []
+        started, restarted, stopped, unchanged, updated = [], [], [], [], []
         for name, child in self.children.items():
             if name not in wanted:
                 if not child.removed:
@@ -95,6 +99,8 @@ class Arbiter:
                 started.append(name)
             elif spec == child.spec and child.pending_spec is None:
                 unchanged.append(name)
+            elif self._update_in_place(child, spec):
+                updated.append(name)
             else:
                 child.pending_spec = spec
                 restarted.append(name)
@@ -103,7 +109,23 @@ class Arbiter:
             if name not in self.children:
                 self.children[name] = self._new_child(spec)
                 started.append(name)
-        return ReloadResult(tuple(started), tuple(restarted), tuple(stopped), tuple(unchanged))
+        return ReloadResult(
+            tuple(started), tuple(restarted), tuple(stopped), tuple(unchanged), tuple(updated)
+        )
+
+    def _update_in_place(self, child: Child, spec: ChildSpec) -> bool:
+        """A plugin worker whose command line stays the same (same pool name, hence socket and
+        resource) reads the new config snapshot on SIGHUP; one with no process starts with it
+        anyway. A FATAL one (its config was refused) is restarted instead."""
+        same_process = spec.argv == child.spec.argv and spec.entry == child.spec.entry
+        if child.spec.role != "plugin" or not same_process or child.pending_spec is not None:
+            return False
+        if child.state == ChildState.FATAL:
+            return False
+        child.spec = spec
+        if child.pid is not None and child.state in (ChildState.STARTING, ChildState.RUNNING):
+            self.kill(child.pid, signal.SIGHUP)
+        return True
 
     def restart(self, name: str) -> bool:
         """Operator restart: TERM and start again at once (also out of FATAL). False: unknown."""

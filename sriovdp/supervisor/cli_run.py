@@ -269,9 +269,17 @@ def status_command(run_dir: str, as_json: bool, timeout: float, check: str | Non
 
 @click.command("reload")
 @options.run_dir
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds to wait for the supervisor's answer.",
+)
 def reload_command(run_dir: str, timeout: float) -> None:
-    """Re-read the config (as SIGHUP does): changed pools restart, others keep running.
+    """Re-read the config (as SIGHUP does). New pools start, removed ones stop, a renamed one
+    restarts (new socket and registration); every pool whose devices may change takes the new
+    config in place (same process, stream unbroken); the others are not touched.
 
     Exit 0: applied; 2: the new config is invalid (nothing changed); 4: no supervisor answered.
     """
@@ -287,16 +295,27 @@ def reload_command(run_dir: str, timeout: float) -> None:
             click.echo(f"reload refused: {exc}", err=True)
             sys.exit(exitcodes.INVALID_CONFIG)
     click.echo(f"config generation {result['generation']}")
-    for key in ("started", "restarted", "stopped"):
-        if result[key]:
-            click.echo(f"  {key}: {', '.join(result[key])}")
-    click.echo(f"  unchanged: {len(result['unchanged'])}")
+    for key, label in (
+        ("started", "started"),
+        ("updated", "updated in place"),
+        ("restarted", "restarted"),
+        ("stopped", "stopped"),
+        ("unchanged", "left alone"),
+    ):
+        if result.get(key):
+            click.echo(f"  {label}: {', '.join(result[key])}")
 
 
 @click.command("restart")
 @options.run_dir
 @click.argument("child")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=2.0, show_default=True)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    help="Seconds to wait for the supervisor's answer.",
+)
 def restart_command(run_dir: str, child: str, timeout: float) -> None:
     """Restart one child (also one in FATAL). Exit 1: no such child; 4: unreachable."""
     from sriovdp.supervisor.client import CommandFailed, Unreachable
@@ -314,7 +333,13 @@ def restart_command(run_dir: str, child: str, timeout: float) -> None:
 
 
 @click.command("demo")
-@click.option("--spawn-mode", type=click.Choice(SPAWN_MODES), default=DEFAULT_SPAWN_MODE)
+@click.option(
+    "--spawn-mode",
+    type=click.Choice(SPAWN_MODES),
+    default=DEFAULT_SPAWN_MODE,
+    show_default=True,
+    help="How the demo's supervisor starts children, as `run --spawn-mode`.",
+)
 @click.option("--keep", is_flag=True, help="Keep the temporary node directory and print its path.")
 def demo_command(spawn_mode: str, keep: bool) -> None:
     """A simulated node end to end: fake sysfs (2 PFs x 8 VFs, mixed drivers), 3 pools, a kubelet

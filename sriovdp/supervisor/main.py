@@ -445,9 +445,11 @@ class Supervisor:
         self.reloads.last_refused = False
         self._report.changed()
         log.info(
-            "reload: generation %d: started %s, restarted %s, stopped %s, unchanged %d",
+            "reload: generation %d: started %s, updated in place %s, restarted %s, stopped %s, "
+            "unchanged %d",
             self.generation,
             list(result.started),
+            list(result.updated),
             list(result.restarted),
             list(result.stopped),
             len(result.unchanged),
@@ -463,6 +465,7 @@ class Supervisor:
         return {
             "generation": self.generation,
             "started": list(result.started),
+            "updated": list(result.updated),
             "restarted": list(result.restarted),
             "stopped": list(result.stopped),
             "unchanged": list(result.unchanged),

@@ -119,30 +119,41 @@ def test_killed_pool_comes_back_while_other_streams_never_end(
             sup.proc.wait()
 
 
-def test_reload_restarts_only_the_changed_pool(node: tuple[Path, KubeletStandIn]) -> None:
+def test_reload_updates_the_changed_pool_in_place(node: tuple[Path, KubeletStandIn]) -> None:
+    """A pool whose own settings change takes them in place: same process, its stream and
+    registration kept; the pools whose devices cannot change are not even told."""
     base, kubelet = node
     sup = start(base, "zygote")
-    stream: Stream | None = None
+    streams: list[Stream] = []
     try:
         assert kubelet.wait_for(all_up, 30), sup.log_text()
         before = {n: r["pid"] for n, r in sup.wait_running().items()}
-        endpoint = kubelet.endpoint(VFIO)
-        assert endpoint is not None
-        stream = Stream(base / "plugins" / endpoint)
-        wait_until(lambda: stream is not None and stream.lists >= 1)
+        for resource in (VFIO, UIO):
+            endpoint = kubelet.endpoint(resource)
+            assert endpoint is not None
+            streams.append(Stream(base / "plugins" / endpoint))
+        wait_until(lambda: all(s.lists >= 1 for s in streams))
+        registrations = len(kubelet.registrations)
+        lists = {r: kubelet.lists_received(r) for r in (NET, VFIO, UIO)}
         config = demo_config()
         config["resourceList"][2]["allocationPolicy"] = "packed"  # sriov_uio changes
         sup.config.write_text(json.dumps(config))
-        assert sup.cli("reload", "--run-dir", str(sup.run_dir)).returncode == 0
-        wait_until(replaced(sup, "intel-com_sriov_uio", before["intel-com_sriov_uio"]))
+        out = sup.cli("reload", "--run-dir", str(sup.run_dir))
+        assert out.returncode == 0, out.stderr
+        assert "updated in place: intel-com_sriov_uio" in out.stdout
+        assert "intel-com_sriov_net_A, intel-com_sriov_vfio" in out.stdout.split("left alone:")[1]
+        wait_until(lambda: "reload: new config applied in place" in sup.log_text())
         rows = sup.wait_running()
-        assert rows["intel-com_sriov_vfio"]["pid"] == before["intel-com_sriov_vfio"]
-        assert rows["intel-com_sriov_net_A"]["pid"] == before["intel-com_sriov_net_A"]
-        assert kubelet.wait_for(all_up, 30)
-        assert not stream.ended.is_set()
+        assert {n: r["pid"] for n, r in rows.items()} == before
+        assert all(r["restarts"] == 0 for r in rows.values())
+        assert not any(s.ended.is_set() for s in streams)
+        assert len(kubelet.registrations) == registrations
+        assert kubelet.lists_received(NET) == lists[NET]
+        assert kubelet.lists_received(VFIO) == lists[VFIO]
+        assert kubelet.allocatable()[UIO] == 4
     finally:
-        if stream is not None:
-            stream.close()
+        for s in streams:
+            s.close()
         sup.stop()
 
 
@@ -166,29 +177,30 @@ def test_crashed_worker_restarts_with_the_accepted_config_not_the_edited_file(
         sup.stop()
 
 
-def test_reload_of_an_earlier_pool_restarts_the_pools_after_it(
+def test_reload_of_an_earlier_pool_changes_later_pools_only_through_their_devices(
     node: tuple[Path, KubeletStandIn],
 ) -> None:
-    # the first matching pool owns a device, so a later pool's devices depend on earlier rules
+    """The first matching pool owns a device, so an earlier pool's rules can change a later
+    pool's devices: the later pools re-discover in place, and one whose devices came out the
+    same sends nothing; nobody restarts or registers again."""
     base, kubelet = node
     sup = start(base, "zygote")
     try:
         assert kubelet.wait_for(all_up, 30), sup.log_text()
         before = {n: r["pid"] for n, r in sup.wait_running().items()}
+        registrations = len(kubelet.registrations)
+        vfio_lists = kubelet.lists_received(VFIO)
         config = demo_config()
-        config["resourceList"][1]["allocationPolicy"] = "balanced"  # sriov_vfio: not matching
-        sup.config.write_text(json.dumps(config))
-        assert sup.cli("reload", "--run-dir", str(sup.run_dir)).returncode == 0
-        wait_until(replaced(sup, "intel-com_sriov_vfio", before["intel-com_sriov_vfio"]))
-        rows = sup.wait_running()
-        # the uio pool after it keeps running: the vfio pool's matching rules did not change
-        assert rows["intel-com_sriov_uio"]["pid"] == before["intel-com_sriov_uio"]
         config["resourceList"][0]["rootDevices"] = ["03:00.0"]  # the legacy pool narrows
         sup.config.write_text(json.dumps(config))
-        now = {n: r["pid"] for n, r in sup.rows().items()}
-        assert sup.cli("reload", "--run-dir", str(sup.run_dir)).returncode == 0
-        for later in ("intel-com_sriov_vfio", "intel-com_sriov_uio"):
-            wait_until(replaced(sup, later, now[later]))
-        sup.wait_running()
+        out = sup.cli("reload", "--run-dir", str(sup.run_dir))
+        assert out.returncode == 0, out.stderr
+        assert "updated in place: intel-com_sriov_net_A, intel-com_sriov_vfio" in out.stdout
+        assert kubelet.wait_for(lambda k: k.allocatable().get(NET) == 4, 30), sup.log_text()
+        rows = sup.wait_running()
+        assert {n: r["pid"] for n, r in rows.items()} == before
+        assert len(kubelet.registrations) == registrations
+        assert kubelet.lists_received(VFIO) == vfio_lists  # its devices did not change
+        assert kubelet.allocatable()[VFIO] == 4 and kubelet.allocatable()[UIO] == 4
     finally:
         sup.stop()

@@ -6,7 +6,7 @@ Its misbehaviour is steered by files in the directory named by ``FAKECHILD_KNOBS
 so a test can change them between restarts: ``<name>.exit`` (exit at once with the code inside),
 ``<name>.no-ready``, ``<name>.no-heartbeat``, ``<name>.ignore-term``, ``<name>.slow-start``
 (seconds inside). Each start appends ``<pid>`` to ``<name>.starts``; a clean SIGTERM exit appends
-it to ``<name>.stops``.
+it to ``<name>.stops``; a SIGHUP (reload in place) to ``<name>.reloads``.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ def main(argv: list[str]) -> int:
         return int(code)
     stop = StopFlag()
     stop.install()
+    # a plugin worker takes a new config on SIGHUP: recorded in <name>.reloads
+    signal.signal(signal.SIGHUP, lambda _s, _f: _append(knobs, name, "reloads"))
     if _knob(knobs, name, "ignore-term") is not None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     slow = _knob(knobs, name, "slow-start")

@@ -235,29 +235,50 @@ def test_stop_all_terms_everyone_at_once() -> None:
     assert len(h.spawner.spawned) == 3  # nothing restarted while stopping
 
 
-def test_reload_unchanged_changed_removed_new() -> None:
+def test_reload_unchanged_updated_restarted_removed_new() -> None:
+    """A running pool whose devices may change is told in place (SIGHUP, same process); one
+    whose command line changes is restarted; FATAL ones start again."""
     h = Harness()
-    h.arbiter.set_specs([spec("keep", 1), spec("change", 1), spec("drop", 1)])
+    moved = ChildSpec("moved", "plugin", ("plugin", "--name", "moved"), "x.io/moved", "m")
+    h.arbiter.set_specs([spec("keep", 1), spec("change", 1), spec("drop", 1), moved])
     h.tick()
-    for name in ("keep", "change", "drop"):
+    for name in ("keep", "change", "drop", "moved"):
         h.ready(name)
-    keep, change, drop = h.pid("keep"), h.pid("change"), h.pid("drop")
-    result = h.arbiter.set_specs([spec("keep", 1), spec("change", 2), spec("new", 1)])
+    keep, change, drop, old = h.pid("keep"), h.pid("change"), h.pid("drop"), h.pid("moved")
+    moved_again = ChildSpec("moved", "plugin", ("plugin", "--name", "moved", "--x"), "x.io/moved")
+    result = h.arbiter.set_specs([spec("keep", 1), spec("change", 2), spec("new", 1), moved_again])
     assert result.unchanged == ("keep",)
-    assert result.restarted == ("change",)
+    assert result.updated == ("change",)
+    assert result.restarted == ("moved",)
     assert result.stopped == ("drop",)
     assert result.started == ("new",)
     h.tick()
-    assert sorted(h.kills) == sorted([(change, signal.SIGTERM), (drop, signal.SIGTERM)])
+    assert sorted(h.kills) == sorted(
+        [(change, signal.SIGHUP), (drop, signal.SIGTERM), (old, signal.SIGTERM)]
+    )
     assert h.pid("keep") == keep and h.state("keep") == S.RUNNING
+    assert h.pid("change") == change and h.state("change") == S.RUNNING
+    assert h.arbiter.children["change"].spec.fingerprint == 2
     assert h.state("new") == S.STARTING
-    h.arbiter.on_exit(change, TERMED)
+    h.arbiter.on_exit(old, TERMED)
     h.arbiter.on_exit(drop, TERMED)
     h.tick()
     assert "drop" not in h.arbiter.children
-    assert h.state("change") == S.STARTING
-    assert h.spawner.spawned[-1][2].fingerprint == 2
-    assert h.arbiter.children["change"].spec.fingerprint == 2
+    assert h.state("moved") == S.STARTING
+    assert h.spawner.spawned[-1][2] == moved_again
+
+
+def test_reload_restarts_a_fatal_pool_instead_of_updating_it() -> None:
+    h = Harness()
+    h.arbiter.set_specs([spec("c", 1)])
+    h.tick()
+    h.arbiter.on_exit(h.pid("c"), exited(exitcodes.CHILD_CONFIG))
+    h.tick()
+    assert h.state("c") == S.FATAL
+    result = h.arbiter.set_specs([spec("c", 2)])
+    assert result.restarted == ("c",) and result.updated == ()
+    h.tick()
+    assert h.state("c") == S.STARTING
 
 
 def test_spawn_failure_backs_off_and_retries() -> None:

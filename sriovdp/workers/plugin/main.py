@@ -154,7 +154,7 @@ class Worker:
         self.log_discovery(found)
 
         def build_table(devs: Any) -> allocation.AllocationTable:
-            return allocation.AllocationTable(pool, devs, self.ctx, use_cdi=args.use_cdi)
+            return allocation.AllocationTable(self.pool, devs, self.ctx, use_cdi=args.use_cdi)
 
         self.state = PoolState(pool, found.devices, build_table)
         self.devinfo = devinfo.DevInfoWriter(args.devinfo_dir)
@@ -202,6 +202,45 @@ class Worker:
             if self.bus is not None:
                 self.bus.set_links(self.state.links())
         return changed
+
+    def reload_config(self) -> str:
+        """SIGHUP from the supervisor: the config snapshot changed. Returns ``unchanged``,
+        ``changed`` (the pool's settings are applied to the current devices here; the caller
+        rescans, which applies the new matching rules: a list that comes out the same is not
+        sent again) or ``restart`` (the resource this worker registered is not the pool's any
+        more: a fresh worker must serve and register it)."""
+        from sriovdp.shared.config import ConfigError, load_config
+
+        try:
+            config = load_config(self.args.config_file, self.args.resource_prefix)
+        except (ConfigError, OSError) as exc:
+            log.error(
+                "reload: cannot use %s, keeping the running config: %s", self.args.config_file, exc
+            )
+            return "unchanged"
+        pool = config.pool(self.child)
+        if pool is None:
+            log.warning(
+                "reload: %s is gone from %s; the supervisor stops this worker",
+                self.child,
+                self.args.config_file,
+            )
+            return "unchanged"
+        if pool.resource != self.pool.resource:
+            log.info("reload: resource %s is now %s: restarting", self.pool.resource, pool.resource)
+            return "restart"
+        if config == self.config:
+            log.info("reload: config unchanged")
+            return "unchanged"
+        old, self.config, self.pool = self.pool, config, pool
+        if pool != old:
+            self.state.set_pool(pool)
+            self.write_cdi()
+        log.info(
+            "reload: new config applied in place (pool settings %s)",
+            "changed" if pool != old else "unchanged",
+        )
+        return "changed"
 
     def write_cdi(self) -> None:
         if self.cdi is None:
@@ -359,6 +398,12 @@ class Worker:
             for act in batch:
                 if act[0] == "kubelet":
                     self.on_kubelet(act[1])
+            if "reload" in kinds:
+                verdict = self.reload_config()
+                if verdict == "restart":
+                    break
+                if verdict == "changed":
+                    batch.append(("rescan", "config reloaded"))
             reasons = [a[1] for a in batch if a[0] == "rescan"]
             if reasons:
                 rescanner.rescan("; ".join(reasons))
@@ -413,12 +458,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         # only enqueue (SimpleQueue.put is safe in a signal handler)
         if worker_actions:
-            worker_actions[0].put(("stop",))
+            worker_actions[0].put(("reload",) if signum == signal.SIGHUP else ("stop",))
         else:
             early.append(signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)  # the supervisor's "take the new config"
 
     from sriovdp.shared.config import ConfigError, load_config
 
@@ -447,6 +493,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("cannot discover pool %s: %s", pool.resource, exc)
         return exitcodes.FAILURE
     worker_actions.append(worker.actions)
-    if early:
-        worker.actions.put(("stop",))
+    for signum in early:
+        worker.actions.put(("reload",) if signum == signal.SIGHUP else ("stop",))
     return worker.run()

@@ -168,6 +168,20 @@ class PoolState:
             self._notify(view, f"link {link.ifname} {state}")
         return LinkChange(changed, presence)
 
+    def set_pool(self, pool: PoolConfig) -> None:
+        """A reloaded config changed the pool's own settings (allocation policy, device specs,
+        topology, ...): the same devices get a new allocation table and list."""
+        with self._cond:
+            self.pool = pool
+            cur = self._view
+            if cur.closed:
+                return
+            view = self._make_view(
+                cur.version + 1, dict(cur.devices), self._build_table(cur.devices.values()), False
+            )
+            self._swap(view, "config")
+        self._notify(view, "config reloaded")
+
     def replace_devices(self, devices: Iterable[PoolDevice]) -> bool:
         """Sets a rescanned device list; returns whether it differs from the current one."""
         devs = {d.id: d for d in devices}
