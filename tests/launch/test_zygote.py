@@ -8,16 +8,15 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from sriovdp.launch.zygote import PRELOAD
-from sriovdp.shared import libc
 from sriovdp.supervisor.child import ChildSpec
-from sriovdp.supervisor.spawn import ZygoteSpawner, reap
+from sriovdp.supervisor.spawn import ZygoteSpawner
+from tests.harness.zygote import subreaper_zygote
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -65,19 +64,8 @@ def test_every_preloaded_module_imports_and_nothing_is_left_alive() -> None:
 
 @pytest.fixture
 def zygote() -> Iterator[ZygoteSpawner]:
-    """A real zygote whose workers are re-parented to this test process (a subreaper meanwhile)."""
-    assert libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
-    spawner = ZygoteSpawner(reply_timeout=30)
-    try:
+    with subreaper_zygote() as spawner:
         yield spawner
-    finally:
-        spawner.close()
-        deadline = time.monotonic() + 10
-        while spawner.helper_pid() is not None and time.monotonic() < deadline:
-            for pid, status in reap():
-                spawner.reaped(pid, status)
-            time.sleep(0.01)
-        libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 0)
 
 
 def _fd_targets(pid: int) -> dict[int, str]:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from sriovdp.shared import libc
 from sriovdp.supervisor.child import ChildSpec, describe_exit
 from sriovdp.supervisor.spawn import (
     ExecSpawner,
@@ -18,6 +17,7 @@ from sriovdp.supervisor.spawn import (
     make_spawner,
     reap,
 )
+from tests.harness.zygote import subreaper_zygote
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -73,19 +73,8 @@ def test_exec_spawner_child_is_ours_and_reaped_by_us(knobs: Path) -> None:
 
 @pytest.fixture
 def zygote() -> Iterator[ZygoteSpawner]:
-    """A zygote whose workers, as under the real supervisor, are re-parented to this process (a
-    child subreaper for the test's duration)."""
-    assert libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
-    spawner = ZygoteSpawner(reply_timeout=20)
-    try:
+    with subreaper_zygote() as spawner:
         yield spawner
-    finally:
-        spawner.close()
-        while spawner.helper_pid() is not None:
-            for pid, status in reap():
-                spawner.reaped(pid, status)
-            time.sleep(0.01)
-        libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 0)
 
 
 def test_zygote_workers_are_ours_to_reap(knobs: Path, zygote: ZygoteSpawner) -> None:
