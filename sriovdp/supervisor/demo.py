@@ -115,9 +115,11 @@ def _run(base: Path, spawn_mode: str) -> int:
                 rc = supervisor.wait()
             _title("shutdown")
             _say(f"SIGTERM -> supervisor exited {rc} in {time.monotonic() - stop_started:.2f}s")
-            left = sorted(p.name for p in plugins.iterdir() if p.name != "kubelet.sock")
+            left = sorted(
+                p.name for p in plugins.iterdir() if p.is_socket() and p.name != "kubelet.sock"
+            )
             _say(f"plugin sockets left behind: {left or 'none'}")
-            if rc != 0:
+            if rc != 0 or left:
                 code = 1
         kubelet.stop()
         if code != 0:
