@@ -18,6 +18,7 @@ DEFAULT_DEVINFO_DIR = "/var/run/k8s.cni.cncf.io/devinfo/dp"
 DEFAULT_CDI_DIR = "/var/run/cdi"
 DEFAULT_RUN_DIR = "/run/sriov-dp"
 DEFAULT_SYSFS_ROOT = "/sys"
+DEFAULT_DEV_ROOT = "/"  # device nodes are <root>/dev/...
 
 
 class DeviceType(enum.StrEnum):
@@ -121,6 +122,12 @@ class PoolConfig:
     @property
     def is_aux(self) -> bool:
         return self.device_type is DeviceType.AUX_NET_DEVICE
+
+    @property
+    def offers_roots(self) -> bool:
+        """A legacy pool with ``sriovMode: false``: its root devices are offered themselves,
+        also a PF that has VFs (the original plugin's README)."""
+        return self.legacy_driver is not None and any(s.pci_addresses for s in self.selectors)
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,3 +281,8 @@ class PoolDiscovery:
     excluded: tuple[Exclusion, ...] = field(default=())
     #: ``additionalInfo`` keys (other than ``"*"``) that name none of the pool's devices
     unused_info_ids: tuple[str, ...] = ()
+    #: PCI addresses and PF names the pool's selectors name that do not exist on the node
+    #: (``pools.explain``; matching alone does not tell)
+    not_found: tuple[str, ...] = ()
+    #: things about the pool an operator should know, one sentence each (``pools.explain``)
+    warnings: tuple[str, ...] = ()

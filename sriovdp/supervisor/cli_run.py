@@ -48,12 +48,56 @@ def _address(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
     return value
 
 
+def run_options(  # noqa: PLR0917 (one parameter per option of run)
+    config_file: str,
+    resource_prefix: str,
+    plugin_dir: str,
+    sysfs_root: str,
+    proc_root: str,
+    dev_root: str,
+    run_dir: str,
+    devinfo_dir: str,
+    cdi_dir: str,
+    use_cdi: bool,
+    log_level: str,
+    log_format: str,
+    spawn_mode: str,
+    heartbeat_timeout: float,
+    start_timeout: float,
+    stop_grace: float,
+    metrics_address: str,
+    metrics: bool,
+    watch_config: bool,
+) -> RunOptions:
+    """The :class:`RunOptions` of ``run``'s parsed options (its parameters by name)."""
+    return RunOptions(
+        config_file=config_file,
+        resource_prefix=resource_prefix,
+        plugin_dir=plugin_dir,
+        sysfs_root=sysfs_root,
+        proc_root=proc_root,
+        dev_root=dev_root,
+        run_dir=run_dir,
+        devinfo_dir=devinfo_dir,
+        cdi_dir=cdi_dir,
+        use_cdi=use_cdi,
+        log_level=log_level.lower(),
+        log_format=log_format,
+        spawn_mode=spawn_mode,
+        timeouts=Timeouts(heartbeat=heartbeat_timeout, start=start_timeout, stop_grace=stop_grace),
+        infra=tuple(r for r in INFRA_ROLES if metrics or r != "metrics"),
+        metrics_address=metrics_address,
+        watch_config=watch_config,
+    )
+
+
 @click.command("run")
 @options.config_file
 @options.resource_prefix
 @options.plugin_dir
 @options.sysfs_root
 @options.proc_root
+@options.dev_root
 @options.run_dir
 @options.devinfo_dir
 @options.cdi_dir
@@ -124,26 +168,13 @@ def _address(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
     help="Apply a changed config file as `reload` does, half a second after it settles (a "
     "ConfigMap update's symlink swap included); an invalid file is refused and changes nothing.",
 )
-@click.option(
-    "--child-entry",
-    default="sriovdp.workers.__main__",
-    envvar=options.envvar("--child-entry"),
-    hidden=True,
-    help="Module whose main(argv) children run (a test seam).",
-)
-@click.option(
-    "--infra/--no-infra",
-    default=True,
-    envvar=options.envvar("--infra"),
-    hidden=True,
-    help="Start the health monitor and the kubelet watcher.",
-)
 def run_command(  # noqa: PLR0917 (one parameter per click option)
     config_file: str,
     resource_prefix: str,
     plugin_dir: str,
     sysfs_root: str,
     proc_root: str,
+    dev_root: str,
     run_dir: str,
     devinfo_dir: str,
     cdi_dir: str,
@@ -157,8 +188,6 @@ def run_command(  # noqa: PLR0917 (one parameter per click option)
     metrics_address: str,
     metrics: bool,
     watch_config: bool,
-    child_entry: str,
-    infra: bool,
 ) -> None:
     """Run the supervisor: one plugin worker per pool, a health monitor, a kubelet watcher
     and a metrics child.
@@ -166,23 +195,25 @@ def run_command(  # noqa: PLR0917 (one parameter per click option)
     Exits 2 (with every problem listed) if the config is invalid, before anything starts; 75 if
     another supervisor holds the run dir; 0 after SIGTERM/SIGINT stopped every child.
     """
-    opts = RunOptions(
+    opts = run_options(
         config_file=config_file,
         resource_prefix=resource_prefix,
         plugin_dir=plugin_dir,
         sysfs_root=sysfs_root,
         proc_root=proc_root,
+        dev_root=dev_root,
         run_dir=run_dir,
         devinfo_dir=devinfo_dir,
         cdi_dir=cdi_dir,
         use_cdi=use_cdi,
-        log_level=log_level.lower(),
+        log_level=log_level,
         log_format=log_format,
         spawn_mode=spawn_mode,
-        timeouts=Timeouts(heartbeat=heartbeat_timeout, start=start_timeout, stop_grace=stop_grace),
-        child_entry=child_entry,
-        infra=tuple(r for r in INFRA_ROLES if metrics or r != "metrics") if infra else (),
+        heartbeat_timeout=heartbeat_timeout,
+        start_timeout=start_timeout,
+        stop_grace=stop_grace,
         metrics_address=metrics_address,
+        metrics=metrics,
         watch_config=watch_config,
     )
     if checked_config(opts) is None:

@@ -102,6 +102,7 @@ def build_specs(config: NodeConfig, opts: RunOptions) -> list[ChildSpec]:
         argv += ("--plugin-dir", absolute(opts.plugin_dir))
         argv += ("--sysfs-root", absolute(opts.sysfs_root))
         argv += ("--proc-root", absolute(opts.proc_root))
+        argv += ("--dev-root", absolute(opts.dev_root))
         argv += ("--devinfo-dir", absolute(opts.devinfo_dir))
         argv += ("--cdi-dir", absolute(opts.cdi_dir))
         if opts.use_cdi:

@@ -42,9 +42,11 @@ resource_prefix = _opt(
     default=model.DEFAULT_RESOURCE_PREFIX,
     help="Resource name prefix for pools that set no resourcePrefix.",
 )
+#: the roots the node is read from must exist: a wrong mount or a typo would otherwise look
+#: like a node without devices (click exits 2 naming the option and the path)
 sysfs_root = _opt(
     "--sysfs-root",
-    type=click.Path(file_okay=False),
+    type=click.Path(file_okay=False, exists=True),
     default=model.DEFAULT_SYSFS_ROOT,
     help="Where sysfs is mounted (a fake tree in tests and the demo).",
 )
@@ -91,7 +93,16 @@ log_format = _opt(
 )
 proc_root = _opt(
     "--proc-root",
-    type=click.Path(file_okay=False),
+    type=click.Path(file_okay=False, exists=True),
     default="/proc",
     help="Where procfs is mounted (the default route is read from <proc-root>/net/route).",
+)
+dev_root = _opt(
+    "--dev-root",
+    type=click.Path(file_okay=False, exists=True),
+    default=model.DEFAULT_DEV_ROOT,
+    help="Root under which the host's device nodes are looked up (<dev-root>/dev/vhost-net, "
+    "...): needVhostNet gets the nodes that exist there, and every node a pool names but the "
+    "host lacks is reported. The DaemonSet mounts the host's /dev read-only at /host/dev and "
+    "sets /host.",
 )

@@ -64,8 +64,16 @@ class RunOptions:
     spawn_mode: str = DEFAULT_SPAWN_MODE
     timeouts: Timeouts = field(default_factory=Timeouts)
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
-    #: module whose main(argv) every child runs; tests put a fake child here
+    #: root under which the host's device nodes are looked up (``<dev_root>/dev/...``)
+    dev_root: str = "/"
+    #: the module whose ``main(argv)`` every child runs. Not an option of ``run``: only the
+    #: supervisor's own entry (``python -m sriovdp.supervisor --options JSON``, which ``run``
+    #: execs) reads it. It stays a field because spawning names a module either way
+    #: (:class:`~sriovdp.supervisor.spawn.ChildSpec.entry`), and the supervisor's restart,
+    #: heartbeat and stop logic is tested with children that misbehave on purpose
+    #: (``tests/supervisor/fakechild.py``), started through that entry
     child_entry: str = WORKERS_ENTRY
+    #: the infrastructure children to run (``run --no-metrics`` leaves out ``metrics``)
     infra: tuple[str, ...] = INFRA_ROLES
     #: where the metrics child serves /metrics, /healthz and /readyz (when "metrics" is in infra)
     metrics_address: str = DEFAULT_METRICS_ADDRESS

@@ -1,12 +1,15 @@
 """The supervisor as a real process tree, with fake children speaking the real bus.
 
-Children are ``tests.supervisor.fakechild`` (through the ``--child-entry`` seam), so these tests
+Children are ``tests.supervisor.fakechild``: with a fake child the test starts the supervisor's
+own entry, ``python -m sriovdp.supervisor --options JSON`` (what ``run`` execs), with the options
+``run`` would build from the same arguments and the fake as the children's module. These tests
 prove the supervisor's own behaviour: restarts, FATAL, heartbeats, shutdown, the lock, reload,
 status exit codes, and garbage on its sockets. Both spawn modes run the core cases.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -22,7 +25,9 @@ import pytest
 import zmq
 
 from sriovdp.shared.bus import RunDir
+from sriovdp.supervisor.cli_run import run_command, run_options
 from sriovdp.supervisor.client import ControlClient
+from sriovdp.supervisor.runopts import options_to_json
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -59,6 +64,13 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def options(run: list[str], entry: str) -> str:
+    """The supervisor's options for ``run`` with these arguments, its children running
+    ``entry``: parsed by the real ``run`` command, as the CLI would before its exec."""
+    ctx = run_command.make_context("run", list(run))
+    return options_to_json(dataclasses.replace(run_options(**ctx.params), child_entry=entry))
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -88,11 +100,13 @@ class Supervisor:
         self.config.write_text(config_text or pool_config(*pools))
         self.log = base / f"supervisor-{time.monotonic_ns()}.log"
         self.env = dict(os.environ, FAKECHILD_KNOBS=str(self.knobs), PYTHONPATH=str(REPO))
-        argv = [sys.executable, "-m", "sriovdp", "run", "--config-file", str(self.config)]
-        argv += ["--run-dir", str(self.run_dir), "--plugin-dir", str(base / "plugins")]
-        argv += ["--sysfs-root", str(base / "sys"), "--spawn-mode", mode, *args]
+        (base / "sys").mkdir(exist_ok=True)
+        run = ["--config-file", str(self.config), "--run-dir", str(self.run_dir)]
+        run += ["--plugin-dir", str(base / "plugins"), "--sysfs-root", str(base / "sys")]
+        run += ["--spawn-mode", mode, *args]
+        argv = [sys.executable, "-m", "sriovdp", "run", *run]
         if entry:
-            argv += ["--child-entry", entry]
+            argv = [sys.executable, "-m", "sriovdp.supervisor", "--options", options(run, entry)]
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=log, env=self.env, cwd=REPO)
 
@@ -166,7 +180,7 @@ def test_crash_of_one_child_is_restarted_others_untouched_then_clean_stop(
 ) -> None:
     sup = make(pools=("a", "b", "c"), mode=mode)
     rows = sup.wait_running()
-    assert set(rows) == {"health-monitor", "kubelet-watcher", *(child(p) for p in "abc")}
+    assert set(rows) == INFRA | {child(p) for p in "abc"}
     status = sup.status()
     assert status["supervisor"]["spawn_mode"] == mode
     assert rows[child("a")]["pool"] == "intel.com/a"
@@ -216,7 +230,8 @@ def test_config_exit_is_fatal_and_status_says_not_running(
     assert len(sup.starts(child("a"))) == 1  # no restart loop
     out = sup.cli("status", "--run-dir", str(sup.run_dir), "--json")
     assert out.returncode == 3
-    assert json.loads(out.stdout)["children"][2]["state"] == "FATAL"
+    by_name = {row["name"]: row for row in json.loads(out.stdout)["children"]}
+    assert by_name[child("a")]["state"] == "FATAL"
     # fixed and restarted by hand
     (sup.knobs / f"{child('a')}.exit").unlink()
     assert sup.cli("restart", "--run-dir", str(sup.run_dir), child("a")).returncode == 0

@@ -1,7 +1,8 @@
 """A deliberately controllable fake child (a child process started by the supervisor in tests).
 
-Runs as any role (``plugin``, ``health-monitor``, ...) through the supervisor's ``--child-entry``
-seam and speaks the real bus: READY once started, heartbeats, a PoolSummary for the plugin role.
+Runs as any role (``plugin``, ``health-monitor``, ...) as the module a test's supervisor names in
+its options (``RunOptions.child_entry``) and speaks the real bus: READY once started, heartbeats,
+a PoolSummary for the plugin role.
 Its misbehaviour is steered by files in the directory named by ``FAKECHILD_KNOBS``, read at start
 so a test can change them between restarts: ``<name>.exit`` (exit at once with the code inside),
 ``<name>.no-ready``, ``<name>.no-heartbeat``, ``<name>.ignore-term``, ``<name>.slow-start``

@@ -60,6 +60,24 @@ def test_a_bad_hand_over_is_a_value_error(text: str) -> None:
         options_from_json(text)
 
 
+@pytest.mark.parametrize("seam", ["--child-entry=tests.supervisor.fakechild", "--no-infra"])
+def test_run_has_no_test_seams(tmp_path: Path, seam: str) -> None:
+    """What children run is not an option of the shipped CLI (nor of its environment): tests
+    start the supervisor's own entry with options they build."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"resourceList": []}))
+    argv = [sys.executable, "-m", "sriovdp", "run", "--config-file", str(config), seam]
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, check=False, timeout=60)
+    assert done.returncode == 2
+    assert "No such option" in done.stderr
+    assert "child-entry" not in run_help() and "infra" not in run_help()
+
+
+def run_help() -> str:
+    argv = [sys.executable, "-m", "sriovdp", "run", "--help"]
+    return subprocess.run(argv, capture_output=True, text=True, cwd=REPO, check=True).stdout
+
+
 def test_the_supervisor_entry_refuses_bad_arguments() -> None:
     for args in ([], ["--options"], ["--options", "{}"], ["--other", "x"]):
         done = subprocess.run(
@@ -89,9 +107,9 @@ def test_run_becomes_the_supervisor_in_place(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     argv = [sys.executable, "-m", "sriovdp", "run", "--config-file", str(config)]
     argv += ["--run-dir", str(run_dir), "--plugin-dir", str(tmp_path / "plugins")]
-    argv += ["--sysfs-root", str(tmp_path / "sys"), "--no-infra", "--log-level", "debug"]
-    argv += ["--child-entry", "tests.supervisor.fakechild"]
-    env = dict(os.environ, PYTHONPATH=str(REPO), FAKECHILD_KNOBS=str(tmp_path))
+    (tmp_path / "sys").mkdir()
+    argv += ["--sysfs-root", str(tmp_path / "sys"), "--no-metrics", "--log-level", "debug"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
     log = (tmp_path / "log").open("wb")
     proc = subprocess.Popen(argv, stdout=log, stderr=log, env=env, cwd=REPO)
     try:
