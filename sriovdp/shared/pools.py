@@ -41,7 +41,7 @@ The one difference from :func:`discover`: a VF whose ``physfn`` names a PF that 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sriovdp.shared import routes, sysfs
@@ -66,6 +66,7 @@ __all__ = [
     "aux_selector_matches",
     "discover",
     "discover_pool",
+    "explain",
     "legacy_driver_problem",
     "match",
     "pool_scope",
@@ -224,11 +225,14 @@ def legacy_driver_problem(kind: LegacyDriverKind, fn: PciFunction) -> str | None
     return f"driver {driver} contradicts deviceType {kind.value}"
 
 
-def _global_problem(fn: PciFunction, default_ifaces: frozenset[str]) -> str | None:
-    """Reasons no pool may offer ``fn``."""
+def _global_problem(
+    fn: PciFunction, default_ifaces: frozenset[str], roots: bool = False
+) -> str | None:
+    """Reasons no pool may offer ``fn``; ``roots``: for a legacy ``sriovMode: false`` pool,
+    which offers a PF that has VFs too."""
     if fn.driver is None:
         return "no driver bound"
-    if fn.sriov_totalvfs is not None and fn.sriov_numvfs:
+    if not roots and fn.sriov_totalvfs is not None and fn.sriov_numvfs:
         return f"PF with {fn.sriov_numvfs} VFs is not offered itself"
     carrying = sorted(set(fn.netdevs) & default_ifaces)
     if carrying:
@@ -291,10 +295,11 @@ def _match_functions(
     for fn in sorted(functions, key=lambda f: f.address):
         owner: PoolConfig | None = None
         problem = _global_problem(fn, default_ifaces)
+        roots_problem = _global_problem(fn, default_ifaces, roots=True)
         for i, pool in enumerate(pools):
             if pool.is_aux or _matching_selector(pool, fn) is None:
                 continue
-            reason = problem
+            reason = roots_problem if pool.offers_roots else problem
             if reason is None and owner is not None:
                 reason = f"claimed by earlier pool {owner.resource}"
             if reason is None and pool.legacy_driver is not None:
@@ -382,6 +387,116 @@ def discover(
     functions = reader.functions()
     aux = reader.aux_devices() if any(p.is_aux for p in config.pools) else []
     return match(config, functions, routes.default_route_ifaces(proc_root), aux, ddp)
+
+
+#: what a pool's ``deviceType`` asks of a function's PCI class, for a reason
+_CLASS_NAMES = {0x02: "a network controller (0x02)", 0x12: "a processing accelerator (0x12)"}
+
+
+def _names_functions(sel: Selector) -> bool:
+    """Whether a selector says which functions it wants by more than a vendor: then a function
+    that matches it in all but the PCI class is a mistake worth showing (a vendor alone, or an
+    empty selector, matches every bridge and controller of that vendor)."""
+    return bool(
+        sel.devices
+        or sel.drivers
+        or sel.pci_addresses
+        or sel.pf_names
+        or sel.root_devices
+        or sel.acpi_indexes
+    )
+
+
+def _near_miss(pool: PoolConfig, fn: PciFunction) -> str | None:
+    """Why ``fn``, which a selector of ``pool`` matches in all but its class or ``linkTypes``,
+    is not in the pool; None when no selector comes that close."""
+    for sel in pool.selectors:
+        if not _class_fits(pool, fn):
+            if _names_functions(sel) and selector_matches(sel, fn):
+                assert pool.device_type is not None  # a legacy pool has no class restriction
+                want = _CLASS_NAMES[_CLASS_OF[pool.device_type]]
+                return (
+                    f"PCI class 0x{fn.pci_class:06x} is not {want}, which deviceType "
+                    f"{pool.device_type.value} offers"
+                )
+            continue
+        if (
+            sel.link_types
+            and fn.link_type is None
+            and selector_matches(replace(sel, link_types=()), fn)
+        ):
+            return (
+                f"no network interface (driver {fn.driver}), so linkTypes "
+                f"{', '.join(sel.link_types)} cannot match"
+            )
+    return None
+
+
+def _root_problem(pool: PoolConfig, pf: PciFunction) -> str | None:
+    """Why a PF that a ``rootDevices``/``pfNames`` entry names gives the pool no VFs."""
+    if pf.sriov_totalvfs is None:
+        why = "not an SR-IOV PF (no sriov_totalvfs): it has no VFs to offer"
+    elif not pf.vf_addresses:
+        why = (
+            "PF with no VFs (sriov_numvfs 0); the pool takes its VFs when they are created, "
+            "without a restart"
+        )
+    else:
+        return None
+    return f"sriovMode true: {why}" if pool.legacy_driver is not None else why
+
+
+def explain(result: PoolDiscovery, functions: Sequence[PciFunction]) -> PoolDiscovery:
+    """``result`` (one pool's :func:`match`) with what matching alone does not say, for
+    ``discover``: the addresses and PF names its selectors name that are not on the node
+    (``not_found``); a named PF that gives no VFs (not SR-IOV, or no VFs yet), a function that
+    a selector matches but for its PCI class, and one that has no netdev for ``linkTypes``
+    (``excluded``, with the reason); a PF a legacy ``sriovMode: false`` pool offers although it
+    has VFs (``warnings``). ``functions``: every function of the node.
+    """
+    pool = result.pool
+    by_address = {fn.address: fn for fn in functions}
+    by_netdev = {n.casefold(): fn for fn in functions for n in fn.netdevs}
+    seen = {d.function.address for d in result.devices if d.aux is None}
+    seen |= {e.id for e in result.excluded}
+    excluded = list(result.excluded)
+    not_found: list[str] = []
+    warnings: list[str] = []
+    for sel in pool.selectors:
+        for address in sel.pci_addresses:
+            fn = by_address.get(address)
+            if fn is None:
+                not_found.append(address)
+            elif pool.offers_roots and fn.sriov_totalvfs is not None and fn.sriov_numvfs:
+                warnings.append(
+                    f"{address} has {fn.sriov_numvfs} VFs and is offered itself (sriovMode "
+                    "false); sriovMode true would offer its VFs instead"
+                )
+        named = [(f.pf, False) for f in sel.root_devices] + [(f.pf, True) for f in sel.pf_names]
+        for name, by_name in named:
+            pf = by_address.get(name)
+            if pf is None and by_name and not _is_address(name):
+                pf = by_netdev.get(name.casefold())
+            if pf is None:
+                not_found.append(name)
+                continue
+            problem = None if pool.is_aux or pf.address in seen else _root_problem(pool, pf)
+            if problem is not None:
+                excluded.append(Exclusion(pf.address, problem))
+                seen.add(pf.address)
+    if not pool.is_aux:
+        for fn in sorted(functions, key=lambda f: f.address):
+            if fn.address in seen:
+                continue
+            reason = _near_miss(pool, fn)
+            if reason is not None:
+                excluded.append(Exclusion(fn.address, reason))
+    return replace(
+        result,
+        excluded=tuple(excluded),
+        not_found=tuple(dict.fromkeys(not_found)),
+        warnings=tuple(warnings),
+    )
 
 
 @dataclass(frozen=True, slots=True)

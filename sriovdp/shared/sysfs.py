@@ -572,7 +572,8 @@ class Reader:
         keep: Keep | None = None,
         drivers: Collection[str] | None = None,
     ) -> list[PciFunction]:
-        """Every function of the bus (or just ``addresses``), sorted by address.
+        """Every function of the bus (or just those of ``addresses`` that exist), sorted by
+        address.
 
         ``keep``: called with each function's :class:`Basics`; a function it refuses is neither
         read further nor returned. ``drivers``: only functions bound to one of these are
@@ -591,6 +592,10 @@ class Reader:
                 continue
             if drivers is not None and not self._driver_in(address, drivers):
                 continue
+            if addresses is not None and not os.path.lexists(
+                os.path.join(self._reader.devices, address)
+            ):
+                continue  # a named function that is not on the node is not one
             self.opened.append(address)
             raw = self._reader.function(address, keep)
             if raw is not None:

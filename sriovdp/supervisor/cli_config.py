@@ -97,11 +97,15 @@ def _device_json(dev: PoolDevice, links: _Links) -> dict[str, Any]:
     fn, aux = dev.function, dev.aux
     doc: dict[str, Any] = {
         "id": dev.id,
+        # vendor and device of the PCI function (an auxiliary device's parent)
+        "vendor": fn.vendor,
+        "device": fn.device,
         "driver": aux.driver if aux is not None else fn.driver,
         "pf": fn.address if aux is not None else fn.pf_address,
         "pfName": fn.netdev if aux is not None else fn.pf_name,
         "vfIndex": None if aux is not None else fn.vf_index,
         "netdev": aux.netdev if aux is not None else fn.netdev,
+        "linkType": aux.link_type if aux is not None else fn.link_type,
         "numaNode": fn.numa_node,
         "iommuGroup": None if aux is not None else fn.iommu_group,
         "healthLink": dev.health_link,
@@ -128,8 +132,31 @@ def _unused_note(result: PoolDiscovery) -> list[str]:
     ]
 
 
-def _render_text(links: _Links, results: list[PoolDiscovery], warnings: list[str]) -> None:
-    for result in results:
+def _missing_note(path: str, ids: list[str]) -> str:
+    return f"device node {path} does not exist on the host ({len(ids)} device(s) want it)"
+
+
+def _empty_hint(result: PoolDiscovery) -> str:
+    """One line for a pool with no device: where to look."""
+    if result.not_found:
+        return "hint: the pool names devices that are not on this node (not found above)"
+    if result.excluded:
+        return "hint: every device the pool matched is left out; the reasons are above"
+    if result.pool.is_aux:
+        return "hint: no auxiliary device matches; `discover --json` of the parent PFs shows them"
+    return (
+        "hint: no PCI function matches its selectors; compare them with `discover --json` of a "
+        "pool that selects more (vendor, device, driver, pfName, linkType)"
+    )
+
+
+def _render_text(
+    links: _Links,
+    results: list[PoolDiscovery],
+    warnings: list[str],
+    missing: list[dict[str, list[str]]],
+) -> None:
+    for result, nodes in zip(results, missing, strict=True):
         click.echo(f"{result.pool.resource}: {len(result.devices)} device(s)")
         if result.devices:
             rows: list[tuple[str, ...]] = [_COLUMNS]
@@ -147,8 +174,16 @@ def _render_text(links: _Links, results: list[PoolDiscovery], warnings: list[str
             click.echo("  excluded:")
             for ex in result.excluded:
                 click.echo(f"    {ex.id}: {ex.reason}")
+        if result.not_found:
+            click.echo(f"  not found on this node: {', '.join(result.not_found)}")
+        for path, ids in nodes.items():
+            click.echo(f"  warning: {_missing_note(path, ids)}")
+        for warning in result.warnings:
+            click.echo(f"  warning: {warning}")
         for note in _unused_note(result):
             click.echo(f"  note: {note}")
+        if not result.devices:
+            click.echo(f"  {_empty_hint(result)}")
         click.echo("")
     if warnings:
         click.echo("warnings:")
@@ -161,24 +196,36 @@ def _render_text(links: _Links, results: list[PoolDiscovery], warnings: list[str
 @options.sysfs_root
 @options.resource_prefix
 @options.proc_root
+@options.dev_root
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-def discover(
-    config_file: str, sysfs_root: str, resource_prefix: str, proc_root: str, as_json: bool
+def discover(  # noqa: PLR0917 (one parameter per click option)
+    config_file: str,
+    sysfs_root: str,
+    resource_prefix: str,
+    proc_root: str,
+    dev_root: str,
+    as_json: bool,
 ) -> None:
     """Show which devices of this node each pool would advertise, and which it leaves out."""
+    # the device families a worker uses (no grpc): which device nodes each device needs
+    from sriovdp.workers.plugin import drivers
+
     config = _load_or_exit(config_file, resource_prefix)
     root = Path(sysfs_root)
     reader = sysfs.Reader(root)
     functions = reader.functions()
     aux: list[AuxDevice] = reader.aux_devices() if any(p.is_aux for p in config.pools) else []
     results = pools.match(config, functions, routes.default_route_ifaces(Path(proc_root)), aux)
+    results = [pools.explain(r, functions) for r in results]
+    ctx = drivers.DriverContext(dev_root=Path(dev_root))
+    missing = [drivers.missing_nodes(r.devices, ctx) for r in results]
     warnings = [f"{fn.address}: {w}" for fn in functions for w in fn.warnings]
     warnings += [f"{a.name}: {w}" for a in aux for w in a.warnings]
     if not functions:
         warnings.append(f"no PCI functions under {root / 'bus/pci/devices'}")
     links = _Links(root, functions)
     if not as_json:
-        _render_text(links, results, warnings)
+        _render_text(links, results, warnings, missing)
         return
     doc = {
         "pools": [
@@ -186,9 +233,12 @@ def discover(
                 "resource": r.pool.resource,
                 "devices": [_device_json(d, links) for d in r.devices],
                 "excluded": [{"id": e.id, "reason": e.reason} for e in r.excluded],
+                "notFound": list(r.not_found),
+                "missingDeviceNodes": [{"path": p, "devices": ids} for p, ids in nodes.items()],
+                **({"warnings": list(r.warnings)} if r.warnings else {}),
                 **({"notes": _unused_note(r)} if r.unused_info_ids else {}),
             }
-            for r in results
+            for r, nodes in zip(results, missing, strict=True)
         ]
     }
     click.echo(json.dumps(doc, indent=2))

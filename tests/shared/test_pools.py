@@ -190,9 +190,9 @@ def test_legacy_driver_kinds_and_fall_through(node: FakeSysfs) -> None:
     assert excluded(vfio)["0000:04:00.0"] == "claimed by earlier pool intel.com/net"
     assert excluded(vfio)["0000:04:00.6"] == "driver igb_uio contradicts deviceType vfio"
     assert ids(uio) == PF0_VFS[6:]
-    assert ids(pfs) == []
+    # sriovMode false offers the root devices themselves, a PF with VFs too (the seed README)
+    assert ids(pfs) == ["0000:03:00.0"]
     assert excluded(pfs) == {
-        "0000:03:00.0": "PF with 8 VFs is not offered itself",
         "0000:20:00.0": "driver qat_4xxx contradicts deviceType netdevice (no network interface)",
     }
 

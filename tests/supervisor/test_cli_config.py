@@ -13,8 +13,9 @@ from sriovdp.shared import exitcodes
 from sriovdp.simnode import demo_config, demo_node
 from sriovdp.supervisor.cli import cli
 
-DEVICE_KEYS = {"id", "driver", "pf", "pfName", "vfIndex", "netdev", "numaNode", "iommuGroup",
-               "healthLink", "healthLinkState"}  # fmt: skip
+DEVICE_KEYS = {"id", "vendor", "device", "driver", "pf", "pfName", "vfIndex", "netdev",
+               "linkType", "numaNode", "iommuGroup", "healthLink", "healthLinkState"}  # fmt: skip
+POOL_KEYS = {"resource", "devices", "excluded", "notFound", "missingDeviceNodes"}
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
@@ -155,16 +156,19 @@ def test_discover_json(demo: tuple[str, str, str]) -> None:
         "intel.com/sriov_uio",
     ]
     for pool in doc["pools"]:
-        assert set(pool) == {"resource", "devices", "excluded"}
+        assert set(pool) == POOL_KEYS
         assert all(set(d) == DEVICE_KEYS for d in pool["devices"])
         assert all(set(e) == {"id", "reason"} for e in pool["excluded"])
     assert doc["pools"][1]["devices"][0] == {
         "id": "0000:04:00.4",
+        "vendor": "8086",
+        "device": "154c",
         "driver": "vfio-pci",
         "pf": "0000:03:00.0",
         "pfName": "sim0pf0",
         "vfIndex": 4,
         "netdev": None,
+        "linkType": None,
         "numaNode": 0,
         "iommuGroup": "5",
         "healthLink": "sim0pf0",

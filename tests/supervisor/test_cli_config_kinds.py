@@ -93,8 +93,9 @@ def test_discover_json_and_unused_additional_info(tmp_path: Path) -> None:
     sf, ib = got["pools"]
     assert sf["notes"] == ["additionalInfo 'mlx5_core.sf.9' matches no device of this pool"]
     assert sf["devices"] == [{
-        "id": "mlx5_core.sf.5", "driver": "mlx5_core.sf", "pf": "0000:03:00.1", "pfName": "p1",
-        "vfIndex": None, "netdev": "en3f1pf1sf2", "numaNode": 0, "iommuGroup": None,
+        "id": "mlx5_core.sf.5", "vendor": "15b3", "device": "a2d6", "driver": "mlx5_core.sf",
+        "pf": "0000:03:00.1", "pfName": "p1", "vfIndex": None, "netdev": "en3f1pf1sf2",
+        "linkType": "ether", "numaNode": 0, "iommuGroup": None,
         "healthLink": "p1", "healthLinkState": "up", "rdmaDevices": ["mlx5_sf2"],
         "auxType": "sf", "sfIndex": 2, "extra": {"a": "b"},
     }]  # fmt: skip

@@ -82,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--register-backoff-max", type=float, default=5.0, help="cap of the retry delay, seconds"
     )
-    p.add_argument("--dev-root", type=Path, default=Path("/"), help="where /dev is looked up")
+    p.add_argument(
+        "--dev-root", type=Path, default=Path("/"), help="host device nodes: <dev-root>/dev"
+    )
     p.add_argument(
         "--driver-module",
         action="append",
@@ -154,6 +156,7 @@ class Worker:
         self.log_discovery(found)
 
         def build_table(devs: Any) -> allocation.AllocationTable:
+            drivers.report_missing_nodes(self.pool.resource, devs, self.ctx)
             return allocation.AllocationTable(self.pool, devs, self.ctx, use_cdi=args.use_cdi)
 
         self.state = PoolState(pool, found.devices, build_table)

@@ -110,6 +110,11 @@ class Rescanner:
 
     def rescan(self, reason: str) -> bool:
         """Full discovery; applies the result. Returns whether the device list changed."""
+        # the fingerprint is taken before discovery: what changes while discovery reads (the
+        # kernel creates VFs one at a time) then moves it at the next check, where one taken
+        # after discovery would hold the change without the device list having it
+        pool = self._pool
+        before = None if pool is None else fingerprint(self.sysfs_root, self._current(), pool)
         try:
             found = self._discover()
         except Exception:
@@ -118,7 +123,9 @@ class Rescanner:
         self.rescans += 1
         changed = self._apply(found)
         self._pool = found.pool
-        self._last = fingerprint(self.sysfs_root, list(found.devices), self._pool)
+        if before is None or found.pool != pool:
+            before = fingerprint(self.sysfs_root, list(found.devices), self._pool)
+        self._last = before
         if changed:
             log.info("rescan (%s): %d devices now", reason, len(found.devices))
         else:

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from sriovdp.workers.plugin.drivers import auxnet, cxi, netdev, rdma, uio, vdpa, vfio, vhost
 from sriovdp.workers.plugin.drivers.base import DriverContext, DriverFamily, Spec
-from sriovdp.workers.plugin.drivers.registry import families, families_for, register
+from sriovdp.workers.plugin.drivers.registry import (
+    families,
+    families_for,
+    missing_nodes,
+    register,
+    report_missing_nodes,
+)
 
 __all__ = [
     "DriverContext",
@@ -20,9 +26,11 @@ __all__ = [
     "cxi",
     "families",
     "families_for",
+    "missing_nodes",
     "netdev",
     "rdma",
     "register",
+    "report_missing_nodes",
     "uio",
     "vdpa",
     "vfio",

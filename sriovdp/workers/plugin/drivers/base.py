@@ -53,6 +53,11 @@ class DriverFamily:
     def specs(self, device: PoolDevice, ctx: DriverContext) -> tuple[Spec, ...]:
         return ()
 
+    def nodes(self, device: PoolDevice, ctx: DriverContext) -> tuple[str, ...]:
+        """Host paths of every device node this family wants for the device, whether it exists
+        or not (what is checked on the host); by default the host paths of :meth:`specs`."""
+        return tuple(s.host_path for s in self.specs(device, ctx))
+
     def info(self, device: PoolDevice, ctx: DriverContext) -> Mapping[str, Any]:
         """Top-level keys of this device's ``_INFO`` entry, e.g. ``{"vfio": {...}}``."""
         return {}

@@ -2,8 +2,8 @@
 
 A function with a CXI device (``cxi_user/cxi<N>`` below it, what libcxi reads) gets its char
 device, and ``_INFO`` ``{"cxi": {"dev-mount": "/dev/cxiN"}}``, as RDMA functions get their
-``/dev/infiniband`` nodes. Like upstream, the node is not looked up on the host: the kubelet
-resolves host paths, and a plugin container need not mount the host's ``/dev``.
+``/dev/infiniband`` nodes. Like upstream, the spec is given whether or not the node exists (the
+kubelet resolves host paths); a missing one is reported, as for every family.
 """
 
 from __future__ import annotations

@@ -1,6 +1,11 @@
 """vhost-net (``needVhostNet``; plugin worker process): ``/dev/vhost-net`` and ``/dev/net/tun``.
 
-Each node is given only when it exists on the host (a missing one would fail the container).
+Each node is given only when it exists on the host (a missing one would fail the container);
+a missing one is reported (``registry.report_missing_nodes``, ``discover``). The host's nodes are
+looked up under ``--dev-root``: the DaemonSet mounts the host's ``/dev`` read-only there, since
+the container's own ``/dev`` is not the host's. ``/dev/vhost-net`` and ``/dev/net/tun`` are
+usually static nodes (``kmod static-nodes``) whose module loads on first open, so sysfs
+(``class/misc``) cannot stand in for them.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ class Vhost(DriverFamily):
 
     def specs(self, device: PoolDevice, ctx: DriverContext) -> tuple[Spec, ...]:
         return tuple(Spec(p, p) for p in (VHOST_NET, TUN) if ctx.dev_exists(p))
+
+    def nodes(self, device: PoolDevice, ctx: DriverContext) -> tuple[str, ...]:
+        return (VHOST_NET, TUN)
 
     def info(self, device: PoolDevice, ctx: DriverContext) -> Mapping[str, Any]:
         entry = {}
