@@ -13,13 +13,15 @@ import subprocess
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import click
 import jsonschema
 import kubernetes_validate
 import pytest
 
-from sriovdp.shared import exitcodes, model
+from sriovdp.shared import exitcodes, model, pools
 from sriovdp.shared.config import parse_config
 from sriovdp.shared.model import DeviceType, LegacyDriverKind, NodeConfig
+from sriovdp.simnode import demo_node
 from tests.deployments.conftest import (
     CONFIGMAP_FILE,
     DAEMONSET_FILE,
@@ -211,8 +213,13 @@ def test_path_options_are_the_model_defaults_and_mounted() -> None:
 def test_host_mounts_are_the_same_paths_on_the_host() -> None:
     spec = daemonset()["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in spec["volumes"]}
+    host_dev = str(PurePosixPath(container_env()["SRIOV_DP_DEV_ROOT"]) / "dev")
     for mount in plugin_container()["volumeMounts"]:
         volume = volumes[mount["name"]]
+        if mount["mountPath"] == host_dev:  # only looked at, never shared: not at /dev
+            assert volume["hostPath"]["path"] == "/dev"
+            assert mount["readOnly"] is True
+            continue
         if "hostPath" in volume:
             # the kubelet, Multus and the CNI look at the host paths: they must be the same
             assert volume["hostPath"]["path"] == mount["mountPath"], mount["name"]
@@ -226,6 +233,60 @@ def test_host_mounts_are_the_same_paths_on_the_host() -> None:
     keys = {item["key"]: item["path"] for item in config["configMap"].get("items", [])}
     assert keys.get("config.json", "config.json") == PurePosixPath(model.DEFAULT_CONFIG_FILE).name
     assert "config.json" in configmap["data"]
+
+
+def every_node_a_spec_names(tmp_path: Path) -> dict[str, set[str]]:
+    """Driver family -> host paths of the device nodes it names, from the real families on a
+    fake node with a device of every kind (vfio-pci, no-IOMMU vfio, igb_uio, RDMA, vhost-net,
+    vhost-vdpa, CXI)."""
+    from sriovdp.workers.plugin import drivers
+
+    node = demo_node(tmp_path / "sys")  # VFs bound to iavf, vfio-pci and igb_uio
+    node.add_pf("0000:10:00.0", netdev="mlx0", driver="mlx5_core", vendor="15b3", device="1017",
+                vf_device="1018", num_vfs=2, vf_driver="mlx5_core", rdma=True)  # fmt: skip
+    node.add_function("0000:40:00.0", driver="vfio-pci", noiommu=True, device="1889")
+    node.add_function("0000:41:00.0", driver="cxi_core", vendor="17db", device="0501")
+    node.add_cxi("0000:41:00.0")
+    node.add_function("0000:42:00.0", driver="virtio-pci", vendor="1af4", device="1041")
+    node.add_vdpa("0000:42:00.0", "vhost_vdpa")
+    config = parse_config(
+        json.dumps({"resourceList": [
+            {"resourceName": "vdpa", "selectors": {"vendors": ["1af4"], "vdpaType": "vhost"}},
+            {"resourceName": "rdma", "selectors": {"isRdma": True}},
+            {"resourceName": "rest", "selectors": {"needVhostNet": True}},
+        ]}),
+        "c.json",
+        "intel.com",
+    )  # fmt: skip
+    found: dict[str, set[str]] = {}
+    ctx = drivers.DriverContext()
+    for result in pools.discover(config, node.root, tmp_path):
+        for device in result.devices:
+            for family in drivers.families_for(device):
+                found.setdefault(family.name, set()).update(family.nodes(device, ctx))
+    return {name: paths for name, paths in found.items() if paths}
+
+
+def test_every_device_node_a_spec_names_is_visible_in_the_pod(tmp_path: Path) -> None:
+    """The worker looks each node up as <SRIOV_DP_DEV_ROOT>/<host path>: that path must be a
+    read-only mount of the host's own node, so what it sees is what the kubelet will find."""
+    nodes = every_node_a_spec_names(tmp_path)
+    assert set(nodes) == {"vfio", "uio", "rdma", "vhost", "vdpa", "cxi"}
+    assert {"/dev/vhost-net", "/dev/net/tun", "/dev/vfio/vfio"} <= set().union(*nodes.values())
+    assert any(p.startswith("/dev/vfio/noiommu-") for p in nodes["vfio"])
+    dev_root = PurePosixPath(container_env()["SRIOV_DP_DEV_ROOT"])
+    spec = daemonset()["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = plugin_container()["volumeMounts"]
+    for path in sorted(set().union(*nodes.values())):
+        inside = dev_root / path.lstrip("/")
+        under = [m for m in mounts if inside.is_relative_to(m["mountPath"])]
+        assert under, f"{path}: {inside} is on no mount of the pod"
+        mount = max(under, key=lambda m: len(m["mountPath"]))
+        host = volumes[mount["name"]].get("hostPath", {}).get("path")
+        assert host is not None, f"{path}: {mount['mountPath']} is not a host path"
+        assert PurePosixPath(host) / inside.relative_to(mount["mountPath"]) == PurePosixPath(path)
+        assert mount.get("readOnly") is True, f"{mount['mountPath']} must be read-only"
 
 
 def test_host_network_and_least_privilege() -> None:
@@ -260,7 +321,11 @@ def parsed_run_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> dict
             monkeypatch.delenv(name)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    return run_command().make_context("run", []).params
+    command = run_command()
+    for param in command.params:  # the pod's paths exist in the pod, not where tests run
+        if isinstance(param.type, click.Path):
+            monkeypatch.setattr(param.type, "exists", False)
+    return command.make_context("run", []).params
 
 
 def test_termination_grace_exceeds_the_supervisor_shutdown(monkeypatch: pytest.MonkeyPatch) -> None:
