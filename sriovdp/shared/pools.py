@@ -9,7 +9,8 @@ Owns the pool-membership rules (REFERENCE.md):
   list it as "claimed by earlier pool ...";
 - a matched function is not offered (and listed as excluded, with the reason) when it has no
   driver, is an SR-IOV PF with VFs, or carries the node's IPv4 default route: these hold for every
-  pool, so nobody claims it;
+  pool, so nobody claims it; but a legacy ``sriovMode: false`` pool offers its root devices
+  themselves, a PF with VFs too (the original plugin's README);
 - a legacy pool leaves out a function whose bound driver contradicts its declared ``deviceType``;
   that function stays free for a later pool (e.g. a ``vfio`` pool on the same root devices);
 - likewise a selector whose other fields match but whose ``vdpaType``, ``ddpProfiles`` or
@@ -24,6 +25,8 @@ Owns the pool-membership rules (REFERENCE.md):
   netdev and RDMA device, ``auxTypes`` at the middle part of its name.
 
 :func:`match` is pure; :func:`discover` and :func:`discover_pool` read sysfs and procfs first.
+:func:`explain` adds what matching cannot see, for ``discover``: names not on the node, named PFs
+without VFs, near misses on the PCI class or ``linkTypes``.
 
 What a plugin worker reads (:func:`discover_pool`, :func:`pool_scope`): when every selector of its
 pool names its candidates (``pciAddresses``, ``rootDevices`` or ``pfNames``; the legacy form
