@@ -59,13 +59,17 @@ class PoolCounters:
 
     # -- counting (event loop) -------------------------------------------------------------------
 
-    def note_allocate(self, outcome: str, seconds: float, devices: int) -> None:
+    def note_allocate(
+        self, outcome: str, seconds: float, devices: int, unhealthy: bool = False
+    ) -> None:
+        """One Allocate call; ``unhealthy``: it named a device that was Unhealthy at the time
+        (allocated all the same: its link flapped after the kubelet chose it)."""
         with self._lock:
             self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
             self.latency_counts[bisect.bisect_left(ALLOCATE_BUCKETS, seconds)] += 1
             self.latency_sum += seconds
             self.allocated_devices += devices
-            if outcome == "failed_precondition":  # the only refusal: a device is unhealthy
+            if unhealthy:
                 self.unhealthy_requests += 1
         self._changed()
 

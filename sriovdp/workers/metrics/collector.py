@@ -41,7 +41,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "sriovdp_preferred_allocation_requests_total": ("counter", "GetPreferredAllocation calls."),
     "sriovdp_allocate_unhealthy_requests_total": (
         "counter",
-        "Allocate calls naming a device that was unhealthy at the time (refused).",
+        "Allocate calls naming a device that was unhealthy at the time (allocated all the same).",
     ),
     "sriovdp_child_state": ("gauge", "1 for the child's current state, 0 for the others."),
     "sriovdp_child_restarts_total": ("counter", "Starts of the child after its first."),

@@ -145,8 +145,12 @@ class AllocationTable:
         self.annotation_key = cdi_annotation_key(pool)
         self.prepared: dict[str, Prepared] = {d.id: prepare(pool, d, ctx) for d in devices}
 
-    def validate(self, ids: Sequence[str], healthy: Mapping[str, bool]) -> list[Prepared]:
-        """The prepared entries of one container request, or AllocationError; no side effects."""
+    def validate(self, ids: Sequence[str]) -> list[Prepared]:
+        """The prepared entries of one container request, or AllocationError; no side effects.
+
+        Health is not checked: the kubelet picks healthy devices, and one that turned Unhealthy
+        since is still allocated (the servicer warns and counts it), as the original plugin does.
+        """
         if not ids:
             raise AllocationError("INVALID_ARGUMENT", "container request names no device")
         if len(ids) > len(self.prepared):
@@ -167,10 +171,6 @@ class AllocationTable:
             if device_id in seen:
                 raise AllocationError(
                     "INVALID_ARGUMENT", f"device {show_id(device_id)} requested twice"
-                )
-            if not healthy.get(device_id, False):
-                raise AllocationError(
-                    "FAILED_PRECONDITION", f"device {show_id(device_id)} is unhealthy"
                 )
             seen.add(device_id)
             out.append(entry)

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -83,6 +84,11 @@ class DevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
         self.allocations = 0
         self.allocated_ids = 0
         self.refused = 0
+        #: Allocate calls that named a device Unhealthy at the time (allocated all the same)
+        self.unhealthy_allocations = 0
+        #: called (on ``grpc-loop``) with a one-line description of each such call: the worker
+        #: shows it as the pool's last event in ``status``
+        self.on_unhealthy: Callable[[str], None] | None = None
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Binds ListAndWatch to ``loop`` (once, before the first server starts)."""
@@ -147,6 +153,7 @@ class DevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
         self, request: api_pb2.AllocateRequest, context: ServicerContext
     ) -> api_pb2.AllocateResponse:
         started, ids_before = time.perf_counter(), self.allocated_ids
+        unhealthy_before = self.unhealthy_allocations
         try:
             response = self.allocate(request)
         except AllocationError as exc:
@@ -154,7 +161,8 @@ class DevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
             await context.abort(grpc.StatusCode[exc.code], str(exc))
             raise  # not reached: abort raises
         devices = self.allocated_ids - ids_before
-        self.counters.note_allocate("ok", time.perf_counter() - started, devices)
+        unhealthy = self.unhealthy_allocations != unhealthy_before
+        self.counters.note_allocate("ok", time.perf_counter() - started, devices, unhealthy)
         return response
 
     def allocate(self, request: api_pb2.AllocateRequest) -> api_pb2.AllocateResponse:
@@ -166,13 +174,17 @@ class DevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
             if not request.container_requests:
                 raise AllocationError("INVALID_ARGUMENT", "request names no container")
             validated: list[list[Prepared]] = [
-                table.validate(creq.devices_ids, view.healthy)
-                for creq in request.container_requests
+                table.validate(creq.devices_ids) for creq in request.container_requests
             ]
         except AllocationError as exc:
             self.refused += 1
             log.info("Allocate refused: %s", exc)
             raise
+        unhealthy = [
+            e.id for entries in validated for e in entries if not view.healthy.get(e.id, False)
+        ]
+        if unhealthy:
+            self.note_unhealthy(unhealthy)
         response = api_pb2.AllocateResponse(
             container_responses=[table.response(entries) for entries in validated]
         )
@@ -192,6 +204,21 @@ class DevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
             # call; the worker logs the count at INFO each heartbeat (Worker.log_allocations)
             log.debug("Allocate %s", ",".join(ids))
         return response
+
+    def note_unhealthy(self, ids: list[str]) -> None:
+        """An Allocate naming devices that are Unhealthy now: the kubelet chose them while they
+        were healthy and a link flapped since. Refusing would fail the pod's admission; the
+        original plugin allocates, so do we, loudly."""
+        self.unhealthy_allocations += 1
+        described = "; ".join(f"{i} is {self.state.describe_health(i)}" for i in ids)
+        log.warning(
+            "Allocate of a device that is not healthy (allocated all the same): %s", described
+        )
+        if self.on_unhealthy is not None:
+            self.on_unhealthy(
+                f"allocated unhealthy {','.join(ids)} "
+                f"({self.unhealthy_allocations} such Allocate calls)"
+            )
 
     async def PreStartContainer(
         self, request: api_pb2.PreStartContainerRequest, context: ServicerContext

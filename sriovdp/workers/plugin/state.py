@@ -106,6 +106,22 @@ class PoolState:
         """The health links the current devices depend on."""
         return {d.health_link for d in self._view.devices.values() if d.health_link}
 
+    def describe_health(self, device_id: str) -> str:
+        """Why a device is Healthy or Unhealthy, for a log line: ``Unhealthy (health link
+        ens1f0: operstate DOWN, no carrier)``."""
+        view = self._view
+        device = view.devices.get(device_id)
+        word = HEALTHY if view.healthy.get(device_id, False) else UNHEALTHY
+        if device is None or device.health_link is None:
+            return word
+        link = self._links.get(device.health_link)
+        if link is None:
+            return f"{word} (health link {device.health_link}: no state yet)"
+        if not link.present:
+            return f"{word} (health link {link.ifname}: gone)"
+        carrier = "carrier" if link.carrier else "no carrier"
+        return f"{word} (health link {link.ifname}: operstate {link.operstate}, {carrier})"
+
     def _healthy(self, device: PoolDevice) -> bool:
         if device.health_link is None:
             return True

@@ -47,7 +47,7 @@ def table(node: Path, found: PoolDiscovery, cdi: bool = False) -> AllocationTabl
 
 
 def allocate(t: AllocationTable, ids: list[str]) -> Any:
-    return t.response(t.validate(ids, dict.fromkeys(ids, True)))
+    return t.response(t.validate(ids))
 
 
 def specs(resp: Any) -> list[tuple[str, str, str]]:
@@ -186,7 +186,7 @@ def test_bf2_sf(node: Path, readme: dict[str, PoolDiscovery], tmp_path: Path) ->
     # no device-info document for an SF (the spec has no type for it), and none is written
     assert devinfo(t, "mlx5_core.sf.3") is None
     writer = DevInfoWriter(tmp_path / "devinfo")
-    assert writer.write(t.validate(["mlx5_core.sf.3"], {"mlx5_core.sf.3": True})) == []
+    assert writer.write(t.validate(["mlx5_core.sf.3"])) == []
     assert writer.written() == [] and not (tmp_path / "devinfo").exists()
     plain = table(node, readme["nvidia.com/bf2_sf"])
     assert specs(allocate(plain, ["mlx5_core.sf.0"])) == []
