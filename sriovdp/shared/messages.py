@@ -95,6 +95,23 @@ class PluginSocketDeleted(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class KubeletCheckpointState(Message):
+    """Identity of the kubelet's device checkpoint (``kubelet_internal_checkpoint``, from the
+    kubelet watcher): a new identity means the kubelet rewrote it, and plugin workers read it
+    again to learn which devices pods hold. The file's content never travels on the bus."""
+
+    KIND: ClassVar[str] = "kubelet.checkpoint.state"
+    RETAINED: ClassVar[bool] = True
+
+    present: bool
+    inode: int
+    ctime_ns: int
+
+    def topic(self) -> str:
+        return "kubelet.checkpoint.state"
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceEvent(Message):
     """A kernel uevent about a PCI function, an auxiliary device or a network interface (from the
     health monitor): the pools it may concern rescan at once instead of at their next periodic
@@ -256,6 +273,7 @@ KINDS: dict[str, type[Message]] = {
         LinkState,
         KubeletSocketState,
         PluginSocketDeleted,
+        KubeletCheckpointState,
         DeviceEvent,
         WorkerReady,
         WorkerHeartbeat,

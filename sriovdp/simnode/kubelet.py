@@ -8,6 +8,13 @@ connection; a stream that ends drops the resource's allocatable count to 0; :met
 deletes every unix socket in the directory (keeping regular files) and serves a new
 ``kubelet.sock``, as a kubelet restart does.
 
+It keeps a device checkpoint as the kubelet does, ``kubelet_internal_checkpoint`` in the plugin
+directory in the kubelet's JSON format (written to a temp file and renamed over the old one): an
+entry per successful :meth:`~KubeletStandIn.allocate` (pod UID, container, resource, ids by NUMA
+node, the base64 answer), rewritten after every allocation, :meth:`~KubeletStandIn.delete_pod`
+and device list update. ``checkpoint_format="v1"`` writes ``DeviceIDs`` as a plain list, as
+kubelets before 1.20 did. Its ``Checksum`` is a stand-in value (the kubelet's hashes Go structs).
+
 It imports grpc: nothing in the supervisor may import it at module level. Usable in-process
 (:class:`KubeletStandIn`) or alone: ``python -m sriovdp.simnode.kubelet --plugin-dir D``.
 """
@@ -15,13 +22,17 @@ It imports grpc: nothing in the supervisor may import it at module level. Usable
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import json
 import os
 import signal
 import stat
 import sys
 import threading
 import time
+import uuid
+import zlib
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -33,6 +44,7 @@ import grpc
 from sriovdp.proto import api_pb2, api_pb2_grpc
 
 KUBELET_SOCKET = "kubelet.sock"
+CHECKPOINT = "kubelet_internal_checkpoint"
 DIAL_TIMEOUT_S = 10.0
 HISTORY = 100
 
@@ -55,6 +67,18 @@ class DeviceInfo:
     id: str
     health: str
     numa: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PodDevices:
+    """One checkpoint entry: the devices of one resource a pod's container holds."""
+
+    pod_uid: str
+    container: str
+    resource: str
+    ids: tuple[str, ...]
+    numa: tuple[int, ...]  # per id, -1 without topology
+    alloc_resp: bytes
 
 
 @dataclass(slots=True)
@@ -100,12 +124,17 @@ def unix_sockets(directory: Path) -> list[Path]:
 class KubeletStandIn:
     """The device manager's side of the v1beta1 API, for one plugin directory."""
 
-    def __init__(self, plugin_dir: Path, start: bool = True) -> None:
+    def __init__(self, plugin_dir: Path, start: bool = True, checkpoint_format: str = "v2") -> None:
         self.plugin_dir = Path(plugin_dir)
         self.generation = 0
         self.registrations: list[Registration] = []
         self.refused: list[str] = []
+        self.checkpoint_format = checkpoint_format
+        #: False: the checkpoint file is left alone (a test that puts its own there)
+        self.checkpoints = True
+        self.pods: list[PodDevices] = []
         self._cond = threading.Condition()
+        self._checkpoint_lock = threading.Lock()
         self._conns: dict[str, _Connection] = {}
         self._server: grpc.Server | None = None
         if start:
@@ -221,12 +250,15 @@ class KubeletStandIn:
                     for d in response.devices
                 ]
                 with self._cond:
-                    if self._conns.get(conn.resource) is conn:
+                    current = self._conns.get(conn.resource) is conn
+                    if current:
                         conn.devices = devices
                         conn.lists += 1
                         if len(conn.history) < HISTORY:
                             conn.history.append(devices)
                         self._cond.notify_all()
+                if current:
+                    self.write_checkpoint()  # as the kubelet does after every device update
         except grpc.RpcError:
             pass
         finally:
@@ -283,6 +315,61 @@ class KubeletStandIn:
                     return False
                 self._cond.wait(min(left, 0.5))
 
+    # -- the device checkpoint ------------------------------------------------------------------
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.plugin_dir / CHECKPOINT
+
+    def checkpoint_document(self) -> dict[str, Any]:
+        """The checkpoint as the kubelet's ``json.Marshal`` writes it."""
+        with self._cond:
+            pods = list(self.pods)
+            registered = {r: [d.id for d in c.devices] for r, c in self._conns.items()}
+        entries = []
+        for pod in pods:
+            ids: Any
+            if self.checkpoint_format == "v1":
+                ids = list(pod.ids)
+            else:
+                ids = {}
+                for device_id, numa in zip(pod.ids, pod.numa, strict=True):
+                    ids.setdefault(str(numa), []).append(device_id)
+            entries.append(
+                {
+                    "PodUID": pod.pod_uid,
+                    "ContainerName": pod.container,
+                    "ResourceName": pod.resource,
+                    "DeviceIDs": ids,
+                    "AllocResp": base64.b64encode(pod.alloc_resp).decode(),
+                }
+            )
+        # Go writes an empty slice as null
+        data = {"PodDeviceEntries": entries or None, "RegisteredDevices": registered}
+        checksum = zlib.crc32(json.dumps(data, sort_keys=True).encode())
+        return {"Data": data, "Checksum": checksum}
+
+    def write_checkpoint(self) -> None:
+        """Writes the checkpoint through a temp file and a rename, as the kubelet does."""
+        with self._checkpoint_lock:
+            body = json.dumps(self.checkpoint_document()).encode()
+            if not self.checkpoints or not self.plugin_dir.is_dir():
+                return
+            tmp = self.plugin_dir / f".{CHECKPOINT}.tmp"
+            tmp.write_bytes(body)
+            os.replace(tmp, self.checkpoint)
+
+    def held(self, resource: str) -> set[str]:
+        """Device ids of ``resource`` that pods hold (what the checkpoint lists)."""
+        with self._cond:
+            return {i for p in self.pods if p.resource == resource for i in p.ids}
+
+    def delete_pod(self, pod_uid: str) -> None:
+        """The pod is gone: its entries leave the checkpoint."""
+        with self._cond:
+            self.pods = [p for p in self.pods if p.pod_uid != pod_uid]
+        self.write_checkpoint()
+
     # -- calls the kubelet makes -----------------------------------------------------------------
 
     def stub(self, resource: str) -> api_pb2_grpc.DevicePluginStub:
@@ -293,14 +380,41 @@ class KubeletStandIn:
         return conn.stub
 
     def allocate(
-        self, resource: str, ids: Sequence[str], timeout: float = 5.0
+        self,
+        resource: str,
+        ids: Sequence[str],
+        timeout: float = 5.0,
+        *,
+        pod_uid: str | None = None,
+        container: str = "c0",
+        record: bool = True,
     ) -> api_pb2.ContainerAllocateResponse:
-        """One container's Allocate; raises grpc.RpcError when the plugin refuses."""
+        """One container's Allocate; raises grpc.RpcError when the plugin refuses. On success
+        the allocation is recorded in the checkpoint under ``pod_uid`` (a new one if None);
+        ``record=False`` leaves it out, as a kubelet that has not written it yet."""
         request = api_pb2.AllocateRequest(
             container_requests=[api_pb2.ContainerAllocateRequest(devices_ids=list(ids))]
         )
         response = self.stub(resource).Allocate(request, timeout=timeout)
         answer: api_pb2.ContainerAllocateResponse = response.container_responses[0]
+        if record:
+            numa = {d.id: (d.numa[0] if d.numa else -1) for d in self.devices(resource)}
+            entry = PodDevices(
+                pod_uid or str(uuid.uuid4()),
+                container,
+                resource,
+                tuple(ids),
+                tuple(numa.get(i, -1) for i in ids),
+                answer.SerializeToString(),
+            )
+            with self._cond:  # the kubelet keeps one entry per pod, container and resource
+                self.pods = [
+                    p
+                    for p in self.pods
+                    if (p.pod_uid, p.container, p.resource) != (entry.pod_uid, container, resource)
+                ]
+                self.pods.append(entry)
+            self.write_checkpoint()
         return answer
 
     def preferred(

@@ -10,6 +10,10 @@ device-plugin directory with inotify and publishes:
   generation it finds retained on the bus (unchanged if the same file is still there).
 - :class:`~sriovdp.shared.messages.PluginSocketDeleted` when any other socket file in the directory
   is deleted or moved away (the kubelet's restart deletes every plugin socket).
+- :class:`~sriovdp.shared.messages.KubeletCheckpointState` (retained) at start and whenever the
+  kubelet's device checkpoint (``kubelet_internal_checkpoint``) is written (the kubelet renames a
+  temp file over it; a write in place is seen when the file is closed) or removed: plugin workers
+  then read it again to learn which devices pods hold. Only its identity travels, not its content.
 
 The directory itself may be missing at start or removed later: the nearest existing ancestor is
 watched until it is back, then everything is rescanned. An inotify queue overflow also triggers a
@@ -36,6 +40,7 @@ from sriovdp.launch import runtime
 from sriovdp.shared import inotify, logs
 from sriovdp.shared.bus import BusClient
 from sriovdp.shared.messages import (
+    KubeletCheckpointState,
     KubeletSocketState,
     Message,
     PluginSocketDeleted,
@@ -47,6 +52,7 @@ from sriovdp.shared.model import DEFAULT_PLUGIN_DIR
 log = logging.getLogger(__name__)
 
 KUBELET_SOCKET = "kubelet.sock"
+CHECKPOINT = "kubelet_internal_checkpoint"
 DEFAULT_HEARTBEAT_INTERVAL = 2.0
 DEFAULT_POLL_INTERVAL = 0.5
 #: how long the watcher waits at start for the retained state of an earlier instance
@@ -54,6 +60,7 @@ ADOPT_TIMEOUT = 0.3
 
 _DIR_MASK = (
     inotify.IN_CREATE
+    | inotify.IN_CLOSE_WRITE
     | inotify.IN_DELETE
     | inotify.IN_MOVED_FROM
     | inotify.IN_MOVED_TO
@@ -142,6 +149,7 @@ class PluginDirWatcher:
         self._dir_wd: int | None = None
         self._ancestor_wd: int | None = None
         self._adopted = adopted
+        self.checkpoint = KubeletCheckpointState(False, 0, 0)
         self.rescans = 0
         self.overflows = 0
 
@@ -176,6 +184,21 @@ class PluginDirWatcher:
         )
         self._bus.publish(state)
 
+    # --- the kubelet's device checkpoint -----------------------------------------------------
+
+    def _checkpoint_seen(self, entry: Entry | None, always: bool = False) -> None:
+        """Publishes the checkpoint's identity if it differs from the one last published."""
+        if entry is None or entry.is_socket:
+            state = KubeletCheckpointState(False, 0, 0)
+        else:
+            state = KubeletCheckpointState(True, entry.inode, entry.ctime_ns)
+        if always or state != self.checkpoint:
+            self.checkpoint = state
+            log.debug(
+                "checkpoint %s (inode=%d)", "written" if state.present else "gone", state.inode
+            )
+            self._bus.publish(state)
+
     # --- plugin sockets ----------------------------------------------------------------------
 
     def _socket_gone(self, name: str, moved_to: str | None = None) -> None:
@@ -187,12 +210,17 @@ class PluginDirWatcher:
             self._unknown.discard(name)
             # created and gone (or moved) before it could be looked at
             target = _lstat(self.plugin_dir / moved_to) if moved_to else None
+            if target is not None and not target.is_socket:
+                return  # a regular file renamed into place (the kubelet's checkpoint)
             inode = target.inode if target is not None else 0
         log.info("plugin socket %s deleted (inode=%d)", name, inode)
         self._bus.publish(PluginSocketDeleted(name, inode))
 
     def _entry_appeared(self, name: str) -> None:
         entry = _lstat(self.plugin_dir / name)
+        if name == CHECKPOINT:
+            self._checkpoint_seen(entry)
+            return
         if name == KUBELET_SOCKET:
             self._kubelet_found(entry, created=True)
             return
@@ -207,7 +235,9 @@ class PluginDirWatcher:
         self._sockets[name] = entry
 
     def _entry_removed(self, name: str, moved_to: str | None) -> None:
-        if name == KUBELET_SOCKET:
+        if name == CHECKPOINT:
+            self._checkpoint_seen(None)
+        elif name == KUBELET_SOCKET:
             self._kubelet_absent()
         else:
             self._socket_gone(name, moved_to)
@@ -220,6 +250,7 @@ class PluginDirWatcher:
         entries = scan(self.plugin_dir) or {}
         self._sockets = {n: e for n, e in entries.items() if e.is_socket and n != KUBELET_SOCKET}
         kubelet = entries.get(KUBELET_SOCKET)
+        self._checkpoint_seen(entries.get(CHECKPOINT), always=True)
         adopted = self._adopted
         self._kubelet_entry = kubelet
         if adopted is None:
@@ -250,6 +281,7 @@ class PluginDirWatcher:
             if old is not None and old != entry:
                 self._socket_gone(name)
             self._sockets[name] = entry
+        self._checkpoint_seen(entries.get(CHECKPOINT))
         kubelet = entries.get(KUBELET_SOCKET)
         if kubelet is None:
             self._kubelet_absent()
@@ -262,6 +294,7 @@ class PluginDirWatcher:
             self._socket_gone(name)
         self._unknown.clear()
         self._kubelet_absent()
+        self._checkpoint_seen(None)
 
     @property
     def notifier(self) -> inotify.Inotify | None:
@@ -344,6 +377,8 @@ class PluginDirWatcher:
                     self._entry_removed(event.name, None)
                 elif event.mask & inotify.IN_MOVED_FROM:
                     self._entry_removed(event.name, moved_to.get(event.cookie))
+                elif event.mask & inotify.IN_CLOSE_WRITE and event.name == CHECKPOINT:
+                    self._checkpoint_seen(_lstat(self.plugin_dir / CHECKPOINT))
             elif event.wd == self._ancestor_wd and self._ancestor_wd is not None:
                 if event.mask & inotify.IN_IGNORED:
                     self._ancestor_wd = None

@@ -12,6 +12,7 @@ import pytest
 from sriovdp.shared.messages import (
     KINDS,
     DeviceEvent,
+    KubeletCheckpointState,
     KubeletSocketState,
     LinkState,
     Message,
@@ -30,6 +31,7 @@ from sriovdp.shared.messages import (
 SAMPLES: list[Message] = [
     LinkState("ens1f0", 4, "UP", True, True),
     KubeletSocketState(True, 1234, 2, 5),
+    KubeletCheckpointState(True, 1234, 1_700_000_000_123_456_789),
     WorkerReady("intel-com_a", 10),
     WorkerHeartbeat("intel-com_a", 10),
     PoolSummary("intel-com_a", "intel.com/a", 10, True, 64, 63, "serving"),

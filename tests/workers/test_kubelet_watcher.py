@@ -18,6 +18,7 @@ import pytest
 
 from sriovdp.shared import inotify
 from sriovdp.shared.messages import (
+    KubeletCheckpointState,
     KubeletSocketState,
     Message,
     PluginSocketDeleted,
@@ -292,11 +293,17 @@ def test_polling_fallback_sees_the_same_changes(
 
 
 class FakeBus:
+    """Records what the watcher publishes; checkpoint states apart from the socket messages."""
+
     def __init__(self) -> None:
         self.sent: list[Message] = []
+        self.checkpoints: list[KubeletCheckpointState] = []
 
     def publish(self, message: Message) -> None:
-        self.sent.append(message)
+        if isinstance(message, KubeletCheckpointState):
+            self.checkpoints.append(message)
+        else:
+            self.sent.append(message)
 
 
 def test_socket_created_and_deleted_before_it_was_looked_at_is_still_reported(
@@ -367,3 +374,61 @@ def test_plugin_dir_behind_a_symlink_is_watched(plugin_dir: Path) -> None:
         watcher.on_events(notifier.read())
     assert isinstance(bus.sent[-1], KubeletSocketState)
     assert _ident(bus.sent[-1]) == (True, inode, 1)
+
+
+def _checkpoints(listener: Listener) -> list[KubeletCheckpointState]:
+    return [
+        m for m in listener.of_kind(KubeletCheckpointState) if isinstance(m, KubeletCheckpointState)
+    ]
+
+
+def test_checkpoint_rewrites_are_published(
+    broker: BrokerThread,
+    listen: Callable[..., Listener],
+    procs: list[Proc],
+    plugin_dir: Path,
+) -> None:
+    """The kubelet renames a temp file over its checkpoint; each version is announced by its
+    identity (workers read the file), and so is a write in place and the file's removal."""
+    listener, proc = _watching(broker, listen, procs, plugin_dir)
+    assert _checkpoints(listener)[-1] == KubeletCheckpointState(False, 0, 0)
+    path = plugin_dir / "kubelet_internal_checkpoint"
+    for n in range(3):
+        tmp = plugin_dir / f".ckpt{n}.tmp"
+        tmp.write_text(f'{{"Data": {{"PodDeviceEntries": null}}, "Checksum": {n}}}')
+        os.replace(tmp, path)
+        st = os.stat(path)
+        want = KubeletCheckpointState(True, st.st_ino, st.st_ctime_ns)
+        assert listener.wait_until(lambda w=want: _checkpoints(listener)[-1] == w), proc.log()
+    with path.open("a") as f:  # in place: seen when the writer closes the file
+        f.write(" ")
+    st = os.stat(path)
+    want = KubeletCheckpointState(True, st.st_ino, st.st_ctime_ns)
+    assert listener.wait_until(lambda: _checkpoints(listener)[-1] == want), proc.log()
+    path.unlink()
+    gone = KubeletCheckpointState(False, 0, 0)
+    assert listener.wait_until(lambda: _checkpoints(listener)[-1] == gone), proc.log()
+    assert not _deleted(listener)  # a regular file is not a plugin socket
+    assert proc.terminate() == 0
+
+
+def test_checkpoint_changes_lost_in_an_overflow_are_found_by_the_rescan(plugin_dir: Path) -> None:
+    bus = FakeBus()
+    path = plugin_dir / "kubelet_internal_checkpoint"
+    path.write_text("{}")
+    with inotify.Inotify() as notifier:
+        watcher = PluginDirWatcher(plugin_dir, bus, notifier)
+        watcher.start()
+        first = os.stat(path)
+        assert bus.checkpoints == [KubeletCheckpointState(True, first.st_ino, first.st_ctime_ns)]
+        tmp = plugin_dir / ".tmp"
+        tmp.write_text("{}")
+        os.replace(tmp, path)
+        notifier.read()  # dropped, as if the queue had overflowed
+        watcher.on_events([inotify.Event(-1, inotify.IN_Q_OVERFLOW, 0, "")])
+        second = os.stat(path)
+        assert bus.checkpoints[-1] == KubeletCheckpointState(
+            True, second.st_ino, second.st_ctime_ns
+        )
+        watcher.rescan()  # nothing changed: nothing published
+        assert len(bus.checkpoints) == 2
