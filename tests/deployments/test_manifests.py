@@ -389,15 +389,22 @@ def test_http_probes_ask_the_metrics_child() -> None:
     (port,) = [p for p in plugin_container()["ports"] if p["name"] == "metrics"]
     assert port["containerPort"] == metrics_port()
     assert port["protocol"] == "TCP"
-    want = {"startupProbe": "/healthz", "readinessProbe": "/readyz", "livenessProbe": "/healthz"}
-    for name, path in want.items():
-        probe = plugin_container()[name]
-        assert "exec" not in probe, name
-        assert probe["httpGet"] == {"path": path, "port": "metrics"}, name
-        assert path in routes
+    probe = plugin_container()["readinessProbe"]
+    assert "exec" not in probe
+    assert probe["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert "/readyz" in routes
     annotations = daemonset()["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == str(metrics_port())
     assert annotations["prometheus.io/path"] in routes
+
+
+def test_liveness_never_depends_on_the_metrics_port() -> None:
+    """A metrics port taken on the node must not restart the pod (and every pool with it):
+    startup and liveness ask the supervisor itself."""
+    for name in ("startupProbe", "livenessProbe"):
+        probe = plugin_container()[name]
+        assert "httpGet" not in probe, name
+        assert probe["exec"]["command"] == ["sriov-supervisor", "status", "--check", "live"]
 
 
 def test_metrics_stay_on_with_http_probes() -> None:
