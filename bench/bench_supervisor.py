@@ -139,6 +139,7 @@ _ROLE_COMMS = {
     "sdp-zygote": "zygote",
     "sdp-healthmon": "health-monitor",
     "sdp-kubewatch": "kubelet-watcher",
+    "sdp-metrics": "metrics",
 }
 
 
