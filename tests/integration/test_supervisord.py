@@ -241,11 +241,12 @@ def test_supervisord_runs_registers_and_stops_clean(node: Node) -> None:
         )
         assert status.returncode == 0, status.stdout + status.stderr
 
-        # one allocation, so a device-info file exists that the stop must remove
+        # one allocation: a pod holds the device, so its device-info file outlives the stop
         resource = "intel.com/sriov_net_A"
         device = kubelet.devices(resource)[0].id
         kubelet.allocate(resource, [device])
-        assert list(devinfo_dir.iterdir()), "Allocate wrote no device-info file"
+        written = sorted(p.name for p in devinfo_dir.iterdir())
+        assert written, "Allocate wrote no device-info file"
 
         pid = int(ctl(node, "pid", PROGRAM).stdout.strip())
         tree = descendants(pid)
@@ -261,7 +262,8 @@ def test_supervisord_runs_registers_and_stops_clean(node: Node) -> None:
         leftovers = [p.name for p in unix_sockets(plugin_dir) if p.name != "kubelet.sock"]
         assert not leftovers, f"plugin sockets left in the kubelet dir: {leftovers}"
         assert not sockets_in(run_dir), f"sockets left in the run dir: {sockets_in(run_dir)}"
-        assert not list(devinfo_dir.iterdir()), "device-info files left behind"
+        kept = sorted(p.name for p in devinfo_dir.iterdir())
+        assert kept == written, "the device-info file of a device a pod holds was removed"
         assert not list(node.path("SRIOV_DP_CDI_DIR").iterdir()), "CDI specs left behind"
         # the program's log went where conf/supervisord.conf says, and rotation is configured
         logfile = Path(configparser_value(node.conf, f"program:{PROGRAM}", "stdout_logfile"))

@@ -157,7 +157,8 @@ class Chaos:
             i += 1
             start = time.monotonic()
             try:
-                k.allocate(r, [ids[i % len(ids)]], timeout=3.0)
+                # one pod per pool, allocated again and again: the checkpoint stays small
+                k.allocate(r, [ids[i % len(ids)]], timeout=3.0, pod_uid=f"chaos-{p}")
                 self.attempts[p].append(Attempt(start, time.monotonic(), True))
             except grpc.RpcError as exc:
                 error = f"{exc.code().name}: {exc.details()}"

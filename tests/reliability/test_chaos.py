@@ -93,7 +93,7 @@ def test_chaos_other_pools_never_fail_and_nothing_leaks(node: SimNode) -> None:
     # no leaked fd in the supervisor (peers' connections close when they die)
     assert settle(lambda: fd_count(sup) <= fds_before, 15), (fds_before, fd_count(sup))
 
-    # graceful stop: nothing left behind, no device-info file of a stopped pool
+    # graceful stop: nothing left behind but the device-info of devices pods hold
     seen = report.seen_pids | descendants(sup)
     node.proc.send_signal(signal.SIGTERM)
     assert node.proc.wait(20) == 0, node.log_text()
@@ -104,4 +104,13 @@ def test_chaos_other_pools_never_fail_and_nothing_leaks(node: SimNode) -> None:
     assert not unix_sockets_in(node.run_dir)
     devinfo = node.base / "devinfo"
     left = sorted(p.name for p in devinfo.iterdir()) if devinfo.exists() else []
-    assert left == [], left
+    # the pods' devices are all there; the rest were allocated within the last minute (kept:
+    # the kubelet may not have recorded them yet)
+    k = node.stand_in()
+    held = {
+        f"{resource(p).replace('/', '-')}-{i}-device.json"
+        for p in range(node.pfs)
+        for i in k.held(resource(p))
+    }
+    assert held and held <= set(left), (held, left)
+    assert all(name.endswith("-device.json") for name in left), left

@@ -74,24 +74,30 @@ def test_supervisor_sigkilled_then_started_again_takes_over(node: SimNode) -> No
     assert node.proc.wait(20) == 0
 
 
-def test_device_info_of_a_crashed_worker_is_removed_at_graceful_stop(node: SimNode) -> None:
-    """A crash keeps the device-info files (running pods may use them); the restarted worker of
-    the same pool owns them, so a graceful stop leaves none behind."""
+def test_device_info_lives_as_long_as_a_pod_holds_the_device(node: SimNode) -> None:
+    """A crash of the worker and a graceful stop of the whole plugin (an upgrade) keep the file
+    of a device the kubelet's checkpoint lists; once the pod is gone, the next start removes it."""
     assert node.proc is not None
     k = node.stand_in()
     assert k.wait_for(node.all_registered(), 60), node.log_text()
     vf = sorted(node.vfs(0))[0]
-    k.allocate(resource(0), [vf])
+    k.allocate(resource(0), [vf], pod_uid="pod-1")
     devinfo = node.base / "devinfo"
-    assert len(list(devinfo.glob("*-device.json"))) == 1
+    (path,) = devinfo.glob("*-device.json")
     old = node.pid_of(pool_child(0))
     registrations = len(k.registrations)
     os.kill(old, signal.SIGKILL)
     assert k.wait_for(
         lambda s: len(s.registrations) > registrations and node.all_registered()(s), 30
     ), node.log_text()
-    assert len(list(devinfo.glob("*-device.json"))) == 1  # kept across the crash
-    time.sleep(0.2)
+    assert path.exists()  # kept across the crash, and by the new worker's start
     node.proc.send_signal(signal.SIGTERM)
     assert node.proc.wait(20) == 0, node.log_text()
-    assert sorted(p.name for p in devinfo.iterdir()) == []
+    assert list(devinfo.iterdir()) == [path]  # kept across the stop: the pod still runs
+
+    k.delete_pod("pod-1")
+    then = time.time() - 3600  # the pod ran for an hour
+    os.utime(path, (then, then))
+    node.start_supervisor()
+    assert k.wait_for(node.all_registered(), 60), node.log_text()
+    assert settle(lambda: not path.exists(), 30), node.log_text()

@@ -6,9 +6,9 @@ subscriptions are ``link.<ifname>.`` for every health link of the pool, ``kubele
 ListAndWatch streams without a hop through the main loop); a LinkState for a new link or one whose
 presence flipped, and a DeviceEvent (a kernel uevent) that may concern the pool, ask the main loop
 for a rescan (queued rescans are done once). Kubelet messages are handed to the main loop, which
-owns the server and the registrar. The thread blocks in ``poll`` with no timeout: idle costs
-nothing; a pipe wakes it when the set of links changes or the worker stops. Publishing is safe
-from any thread.
+owns the server and the registrar; a new kubelet checkpoint asks it to prune device-info files.
+The thread blocks in ``poll`` with no timeout: idle costs nothing; a pipe wakes it when the set of
+links changes or the worker stops. Publishing is safe from any thread.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from sriovdp.launch.wakeup import WakeupPipe
 from sriovdp.shared.bus import BusClient
 from sriovdp.shared.messages import (
     DeviceEvent,
+    KubeletCheckpointState,
     KubeletSocketState,
     LinkState,
     Message,
@@ -122,6 +123,8 @@ class BusLink:
             if self._concerns_us(message):
                 what = f"{message.action} {message.subsystem} {message.name}"
                 self._actions.put(("rescan", f"uevent {what}"))
+        elif isinstance(message, KubeletCheckpointState):
+            self._actions.put(("checkpoint",))  # the main loop reads it and prunes device-info
         elif isinstance(message, (KubeletSocketState, PluginSocketDeleted)):
             self._actions.put(("kubelet", message))
 

@@ -143,6 +143,7 @@ class Worker:
         # heavy imports here, not at module level: the zygote may import this module
         from sriovdp.workers.plugin import allocation, devinfo, drivers, registration, servicer
         from sriovdp.workers.plugin.cdi import CdiSpecFile
+        from sriovdp.workers.plugin.checkpoint import HeldDevices
         from sriovdp.workers.plugin.server import EventLoopThread, PluginServer
         from sriovdp.workers.plugin.state import PoolState
 
@@ -161,9 +162,13 @@ class Worker:
 
         self.state = PoolState(pool, found.devices, build_table)
         self.devinfo = devinfo.DevInfoWriter(args.devinfo_dir)
-        self.devinfo.adopt(e.devinfo_name for e in self.state.view.allocation.prepared.values())
+        #: which devices pods hold, from the kubelet's checkpoint: decides which device-info
+        #: files stay (see prune_devinfo)
+        self.held = HeldDevices(args.plugin_dir, pool.resource)
+        self._prune_again = False
         self.cdi = CdiSpecFile(args.cdi_dir, self.child) if args.use_cdi else None
         self.servicer = servicer.DevicePluginServicer(self.state, self.devinfo)
+        self.servicer.on_unhealthy = self.publish_summary  # status shows it as the last event
         #: the worker's one asyncio loop (thread ``grpc-loop``): gRPC servers and registrar
         self.loop = EventLoopThread()
         self.server = PluginServer(args.plugin_dir, self.child, self.servicer, self.loop)
@@ -244,6 +249,36 @@ class Worker:
             "changed" if pool != old else "unchanged",
         )
         return "changed"
+
+    def prune_devinfo(self, why: str, force: bool = False) -> None:
+        """Removes the device-info files of devices no pod holds, by the kubelet's checkpoint;
+        an unusable checkpoint removes nothing. Runs at start, when the checkpoint changed, at
+        stop, and at the next heartbeat after files were kept only for being freshly written."""
+        held, changed = self.held.refresh(force)
+        if held is None or not (changed or force or self._prune_again):
+            return
+        removed, young = self.devinfo.prune(self.pool.resource, held, self.state.view.devices)
+        self._prune_again = young > 0
+        if removed:
+            log.info(
+                "removed %d device-info files of devices no pod holds (%s): %s",
+                len(removed),
+                why,
+                ",".join(removed),
+            )
+
+    def pool_removed(self) -> bool:
+        """Whether the config (the supervisor's accepted snapshot, which it rewrites before it
+        stops the workers of removed pools) no longer has this pool. A config that cannot be
+        read says nothing: False."""
+        from sriovdp.shared.config import ConfigError, load_config
+
+        try:
+            config = load_config(self.args.config_file, self.args.resource_prefix)
+        except (ConfigError, OSError) as exc:
+            log.warning("cannot tell whether the pool is still configured (%s): keeping files", exc)
+            return False
+        return config.pool(self.child) is None
 
     def write_cdi(self) -> None:
         if self.cdi is None:
@@ -366,6 +401,7 @@ class Worker:
             self.bus.start(self.state.links())
             self.servicer.counters.publish = self.publish
         self.state.add_listener(self.on_state)
+        self.prune_devinfo("start", force=True)
         self.write_cdi()
         try:
             self.serve("start")
@@ -401,6 +437,8 @@ class Worker:
             for act in batch:
                 if act[0] == "kubelet":
                     self.on_kubelet(act[1])
+            if "checkpoint" in kinds:
+                self.prune_devinfo("kubelet checkpoint changed")
             if "reload" in kinds:
                 verdict = self.reload_config()
                 if verdict == "restart":
@@ -420,22 +458,32 @@ class Worker:
                     self.log_allocations()
                     if self.bus is None:  # on the bus, the kubelet watcher tells us
                         self.check_sockets()
+                    if self.bus is None or self._prune_again:
+                        self.prune_devinfo("heartbeat")
                 elif job == "rescan":
                     rescanner.check()
         self.shutdown()
         return exitcodes.OK
 
     def shutdown(self) -> None:
-        """Ends streams (status OK), stops serving, removes own socket and files."""
+        """Ends streams (status OK), stops serving, removes its socket. Device-info files of
+        devices pods hold stay, whatever the reason of the stop; the CDI spec stays too (pods'
+        containers restarting need it) unless the pool is gone from the config."""
         self.state.close()
         self.server.stop(grace=0.3)
         self.log_allocations()
         self.registrar.stop()
         self.loop.stop()
-        removed = self.devinfo.remove_all()
-        if self.cdi is not None:
+        self.prune_devinfo("stop", force=True)
+        removed = self.pool_removed()
+        if removed and self.cdi is not None:
             self.cdi.remove()
-        log.info("stopped; removed socket and %d device-info files", removed)
+        log.info(
+            "stopped; removed socket%s; %d device-info files left (devices pods hold, or just "
+            "allocated)",
+            " and CDI spec (pool removed from the config)" if removed and self.cdi else "",
+            len(self.devinfo.pool_files(self.pool.resource, self.state.view.devices)),
+        )
         if self.bus is not None:
             self.publish(
                 PoolSummary(

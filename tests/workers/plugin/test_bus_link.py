@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import grpc
 import pytest
 
 from sriovdp.shared.messages import (
@@ -14,6 +13,7 @@ from sriovdp.shared.messages import (
     KubeletSocketState,
     LinkState,
     PluginSocketDeleted,
+    PoolStats,
     PoolSummary,
     WorkerHeartbeat,
     WorkerReady,
@@ -56,9 +56,23 @@ def test_health_follows_pf_links(
     broker.publish(link("sim0pf0", up=False))
     assert kubelet.wait_for(lambda k: health(k, NET, "0000:04") == {"Unhealthy"}, 30)
     assert kubelet.allocatable()[NET] == 0
-    with pytest.raises(grpc.RpcError) as err:
-        kubelet.allocate(NET, ["0000:04:00.1"])
-    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    # a link that went down after the kubelet chose the device: allocated, warned about, counted
+    assert kubelet.allocate(NET, ["0000:04:00.1"]).envs
+    warned = "0000:04:00.1 is Unhealthy (health link sim0pf0: operstate DOWN, no carrier)"
+    assert until(lambda: warned in worker.log()), worker.log()
+    event = broker.wait_for(
+        lambda e: (
+            isinstance(e.message, PoolSummary)
+            and "allocated unhealthy 0000:04:00.1" in e.message.last_event
+        ),
+        30,
+    )
+    assert event is not None, worker.log()
+    stats = broker.wait_for(
+        lambda e: isinstance(e.message, PoolStats) and e.message.unhealthy_requests == 1, 30
+    )
+    assert stats is not None and isinstance(stats.message, PoolStats)
+    assert stats.message.allocate_outcomes == ("ok",)
     broker.publish(link("sim0pf0", up=True))
     broker.publish(link("sim0pf1", up=True))
     assert kubelet.wait_for(lambda k: k.allocatable()[NET] == 8, 30)

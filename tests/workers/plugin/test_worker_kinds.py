@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import grpc
 import pytest
 
 from sriovdp.simnode import upstream_node, upstream_readme_config
 from sriovdp.simnode.kubelet import KubeletStandIn
 from tests.workers.plugin.conftest import Node
+from tests.workers.plugin.test_worker import until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -61,9 +61,8 @@ def test_sfs_follow_the_parent_pfs_link(
     worker = spawn("nvidia-com_bf2_sf")
     assert kubelet.wait_for(lambda k: listed(k, SF), 30), worker.log()
     assert {d.health for d in kubelet.devices(SF)} == {"Unhealthy"}
-    with pytest.raises(grpc.RpcError) as err:
-        kubelet.allocate(SF, ["mlx5_core.sf.0"])
-    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert kubelet.allocate(SF, ["mlx5_core.sf.0"]).envs  # allocated all the same, with a warning
+    assert until(lambda: "mlx5_core.sf.0 is Unhealthy (health link p0" in worker.log())
 
 
 def test_vdpa_pool_gives_the_vhost_vdpa_node_and_a_vdpa_device_info_file(
@@ -85,7 +84,7 @@ def test_vdpa_pool_gives_the_vhost_vdpa_node_and_a_vdpa_device_info_file(
                  "pci-address": "0000:5f:00.0", "pf-pci-address": "0000:5e:00.0"},
     }  # fmt: skip
     assert worker.terminate() == 0
-    assert not path.exists()  # a graceful stop removes what it wrote
+    assert path.exists()  # a pod holds the device: the file outlives the worker
 
 
 def test_ddp_pool_where_devlink_cannot_answer(
