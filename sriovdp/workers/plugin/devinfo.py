@@ -36,11 +36,14 @@ _PCI_ADDRESS = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
 
 
 def write_atomic(path: Path, body: bytes, mode: int = 0o644) -> None:
-    """Writes ``body`` to ``path`` via a temp file and rename (readers never see a torn file)."""
+    """Writes ``body`` to ``path`` via a temp file and rename (readers never see a torn file),
+    with exactly ``mode``: these files are for other components (Multus and the CNI, the
+    container runtime), and the supervisor's umask (077) would otherwise make them 0600."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         try:
+            os.fchmod(fd, mode)
             os.write(fd, body)
         finally:
             os.close(fd)
