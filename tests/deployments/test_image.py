@@ -201,6 +201,9 @@ def test_console_script_takes_the_daemonset_environment(tmp_path: Path) -> None:
     bad_config.write_text('{"resourceList": [{"resourceName": "bad name!"}]}')
     env["SRIOV_DP_CONFIG_FILE"] = str(bad_config)
     env["SRIOV_DP_RUN_DIR"] = str(tmp_path / "run")
+    # the pod's mount of the host's /dev (/host/dev) is not on the machine running the tests
+    (tmp_path / "host" / "dev").mkdir(parents=True)
+    env["SRIOV_DP_DEV_ROOT"] = str(tmp_path / "host")
     result = subprocess.run(
         [str(script), "run"], env=env, capture_output=True, text=True, timeout=60, check=False
     )
