@@ -70,6 +70,7 @@ __all__ = [
     "discover",
     "discover_pool",
     "explain",
+    "explain_named",
     "legacy_driver_problem",
     "match",
     "pool_scope",
@@ -500,6 +501,17 @@ def explain(result: PoolDiscovery, functions: Sequence[PciFunction]) -> PoolDisc
         not_found=tuple(dict.fromkeys(not_found)),
         warnings=tuple(warnings),
     )
+
+
+def explain_named(result: PoolDiscovery, sysfs_root: Path) -> PoolDiscovery | None:
+    """:func:`explain` for a plugin worker, reading only the functions the pool names (its
+    :func:`pool_scope`: the named addresses, the named PFs and their VFs); None for a pool
+    whose selectors need the whole bus (explaining it would read every function)."""
+    reader = sysfs.Reader(sysfs_root)
+    scope = pool_scope(result.pool, reader)
+    if scope is None:
+        return None
+    return explain(result, reader.functions([*scope.pfs, *scope.addresses]))
 
 
 @dataclass(frozen=True, slots=True)

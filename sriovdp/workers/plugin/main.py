@@ -202,6 +202,19 @@ class Worker:
         )
         for ex in found.excluded:
             log.debug("excluded %s: %s", ex.id, ex.reason)
+        if not found.devices:  # say why, as discover does (for pools that name their devices)
+            from sriovdp.shared.pools import explain_named
+
+            why = explain_named(found, self.args.sysfs_root)
+            if why is not None:
+                reasons = [f"{e.id}: {e.reason}" for e in why.excluded]
+                if why.not_found:
+                    reasons.append(f"not found on this node: {', '.join(why.not_found)}")
+                log.warning(
+                    "pool %s has no device: %s",
+                    self.pool.resource,
+                    "; ".join(reasons) or "nothing it names matches",
+                )
 
     def apply_discovery(self, found: model.PoolDiscovery) -> bool:
         changed = self.state.replace_devices(found.devices)

@@ -31,11 +31,27 @@ def test_sriov_mode_pool_takes_vfs_created_later_without_a_restart(
     )
     worker = spawn("intel-com_novfs", "--rescan-interval", "0.2")
     assert kubelet.wait_for(lambda k: listed(k, RESOURCE, 0), 60), worker.log()
+    assert (
+        "pool intel.com/novfs has no device: 0000:06:00.0: sriovMode true: PF with no VFs"
+        in worker.log()
+    )
     vfs = node.sysfs.set_num_vfs("0000:06:00.0", 3)
     assert kubelet.wait_for(lambda k: listed(k, RESOURCE, 3), 60), worker.log()
     assert sorted(d.id for d in kubelet.devices(RESOURCE)) == vfs
     assert worker.proc.poll() is None
     assert len(kubelet.registrations) == 1  # the same worker and registration
+
+
+def test_a_pool_naming_devices_not_on_the_node_says_so(
+    node: Node, kubelet: KubeletStandIn, spawn: Any
+) -> None:
+    node.sysfs.add_pf("0000:06:00.0", netdev="pf0", num_vfs=2, total_vfs=8)
+    node.write_config({"resourceList": [
+        {"resourceName": "gone", "selectors": {"pciAddresses": ["0000:99:00.0"]}},
+    ]})  # fmt: skip
+    worker = spawn("intel-com_gone")
+    assert kubelet.wait_for(lambda k: listed(k, "intel.com/gone", 0), 60), worker.log()
+    assert "pool intel.com/gone has no device: not found on this node: 0000:99:00.0" in worker.log()
 
 
 def test_missing_device_nodes_are_logged_once_per_pool(
