@@ -68,7 +68,8 @@ def _all_running(node: SimNode) -> bool:
         rows = node.rows()
     except Exception:  # the control socket is not there yet
         return False
-    return len(rows) == POOLS + 2 and all(r["state"] == "RUNNING" for r in rows.values())
+    infra = {"health-monitor", "kubelet-watcher", "metrics"}
+    return len(rows) == POOLS + len(infra) and all(r["state"] == "RUNNING" for r in rows.values())
 
 
 def test_kubelet_started_after_the_supervisor() -> None:
