@@ -49,12 +49,13 @@ PER_VERSION = [
     "bench_chaos.py",
 ]
 #: scripts run once, on this interpreter
-ONCE = ["bench_link_health.py", "bench_uevent.py"]
+ONCE = ["bench_link_health.py", "bench_uevent.py", "bench_metrics.py"]
 ORDER = PER_VERSION + ONCE
 #: script -> extra arguments for a full run (the whole of it a few minutes on 2 cores)
 FULL: dict[str, list[str]] = {
     "bench_allocate.py": ["--calls", "600", "--starts", "2"],
     "bench_chaos.py": ["--seconds", "30"],
+    "bench_metrics.py": ["--duration", "30", "--idle", "30"],
 }
 #: script -> extra arguments for --quick
 QUICK: dict[str, list[str]] = {
@@ -65,6 +66,7 @@ QUICK: dict[str, list[str]] = {
     "bench_chaos.py": ["--seconds", "10"],
     "bench_link_health.py": ["--toggles", "30"],
     "bench_uevent.py": ["--quick"],
+    "bench_metrics.py": ["--quick"],
 }
 
 Row = tuple[str, str, str, bool | None]  # metric, value, target, met (None: no target)
@@ -215,6 +217,22 @@ def _uevent(d: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+def _metrics(d: dict[str, Any]) -> list[tuple[str, str]]:
+    child, alloc = d["metrics_child"], d["allocate_ms"]
+    quiet, scraped = alloc["quiet"], alloc["scraped_every_second"]
+    return [
+        (
+            f"metrics child: PSS / idle CPU per 10 s ({d['tree']})",
+            f"{child['pss_mb']:.1f} MB / {child['idle_cpu_ms_per_10s']:.1f} ms",
+        ),
+        (
+            "Allocate p50 / p99: quiet vs /metrics scraped every second",
+            f"{quiet['p50_ms']:.2f} / {quiet['p99_ms']:.2f} ms vs "
+            f"{scraped['p50_ms']:.2f} / {scraped['p99_ms']:.2f} ms",
+        ),
+    ]
+
+
 def _chaos(d: dict[str, Any]) -> list[tuple[str, str]]:
     tag = f"{d['pools']} pools, {d['seconds']:g} s, {len(d['events'])} faults"
     return [
@@ -231,6 +249,7 @@ def _chaos(d: dict[str, Any]) -> list[tuple[str, str]]:
 REPORTED: dict[str, Callable[[dict[str, Any]], list[tuple[str, str]]]] = {
     "bench_link_health.py": _link_health,
     "bench_uevent.py": _uevent,
+    "bench_metrics.py": _metrics,
     "bench_chaos.py": _chaos,
 }
 
