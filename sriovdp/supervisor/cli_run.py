@@ -120,7 +120,9 @@ def run_options(  # noqa: PLR0917 (one parameter per option of run)
     default=_timeouts.heartbeat,
     envvar=options.envvar("--heartbeat-timeout"),
     show_default=True,
-    hidden=True,
+    show_envvar=True,
+    help="Seconds a RUNNING child may stay silent before it is restarted (a hung main loop); "
+    "children beat every third of it.",
 )
 @click.option(
     "--start-timeout",
@@ -128,7 +130,8 @@ def run_options(  # noqa: PLR0917 (one parameter per option of run)
     default=_timeouts.start,
     envvar=options.envvar("--start-timeout"),
     show_default=True,
-    hidden=True,
+    show_envvar=True,
+    help="Seconds a starting child has to say READY before it is restarted.",
 )
 @click.option(
     "--stop-grace",
