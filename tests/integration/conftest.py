@@ -110,10 +110,13 @@ class SimNode:
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
 
-    def rows(self) -> dict[str, dict[str, Any]]:
+    def status(self) -> dict[str, Any]:
         with ControlClient(self.run_dir, timeout=10.0) as client:
-            status = client.request("status")
-        return {row["name"]: row for row in status["children"]}
+            status: dict[str, Any] = client.request("status")
+        return status
+
+    def rows(self) -> dict[str, dict[str, Any]]:
+        return {row["name"]: row for row in self.status()["children"]}
 
     def metrics_url(self) -> str | None:
         """``http://HOST:PORT`` of the metrics child once it listens, else None."""

@@ -35,6 +35,7 @@ from tests.integration.conftest import PREFIX, SimNode, resource
 from tests.reliability.procs import descendants
 
 HEALTH = "health-monitor"
+ZYGOTE = "zygote"
 WATCHER = "kubelet-watcher"
 
 
@@ -193,14 +194,19 @@ class Chaos:
             self.restarts.append((start, k.generation))
             self.events.append((start, f"kubelet-restart gen {k.generation}"))
             return
-        if roll < 0.35:
+        if roll < 0.3:
             name = HEALTH
-        elif roll < 0.5:
+        elif roll < 0.4:
             name = WATCHER
+        elif roll < 0.5:
+            name = ZYGOTE  # forks only: no pool may notice its death
         else:
             name = pool_child(self.rng.randrange(self.node.pfs))
         try:
-            pid = self.node.rows()[name]["pid"]
+            if name == ZYGOTE:
+                pid = self.node.status()["supervisor"]["zygote"]["pid"]
+            else:
+                pid = self.node.rows()[name]["pid"]
         except Exception as exc:  # supervisor busy: skip this round, but say so
             self.events.append((time.monotonic(), f"skip status failed: {exc!r}"))
             return

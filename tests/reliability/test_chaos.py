@@ -73,7 +73,11 @@ def test_chaos_other_pools_never_fail_and_nothing_leaks(node: SimNode) -> None:
     steady(node)
     for p in report.pools:
         assert p.attempted > 0 and p.ok > 0, p.row()
-    assert report.unexpected == 0, [(p.resource, p.unexpected_errors) for p in report.pools]
+    assert report.unexpected == 0, (
+        [(p.resource, p.unexpected_errors) for p in report.pools if p.unexpected_errors],
+        [f"t={t:.3f} {e}" for t, e in report.events],
+        node.log_text(),
+    )
     kills = [e for _, e in report.events if e.startswith("kill")]
     assert kills, report.events  # the run did something
 

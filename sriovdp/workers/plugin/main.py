@@ -180,6 +180,7 @@ class Worker:
         )
         self._kubelet_inode = registration.kubelet_inode
         self._kubelet_generation: int | None = None
+        self._kubelet_identity: tuple[int, int] | None = None
         self.bus: Any = None
         self._ready_sent = False
         self._summary_lock = threading.Lock()
@@ -365,9 +366,15 @@ class Worker:
             self.publish_summary("kubelet.sock gone")
             return
         previous, self._kubelet_generation = self._kubelet_generation, message.generation
+        identity = (message.inode, message.ctime_ns)
+        last_identity, self._kubelet_identity = self._kubelet_identity, identity
+        # a kubelet watcher restarted under load may miss its predecessor's retained state and
+        # count generations anew: the same kubelet.sock (inode and ctime) is not a new kubelet,
+        # and registering again would cut the kubelet's open calls to this pool
+        same_file = message.ctime_ns != 0 and identity == last_identity
         if not self.server.socket_intact():
             self.serve(f"kubelet generation {message.generation}, own socket gone")
-        elif previous is not None and message.generation != previous:
+        elif previous is not None and message.generation != previous and not same_file:
             self.registrar.kick(force=True)  # a new kubelet, even if it reused the inode number
         elif message.inode != self.registrar.registered_inode:
             self.registrar.kick()

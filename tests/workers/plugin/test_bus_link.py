@@ -4,6 +4,7 @@ events, rescans on link presence (broker in a test thread, kubelet stand-in, rea
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import pytest
@@ -144,6 +145,25 @@ def test_new_generation_reregisters_even_with_a_reused_inode(
             break
     assert len(kubelet.registrations) > before, worker.log()
     assert kubelet.registrations[-1].endpoint == kubelet.endpoint(VFIO)
+
+
+def test_a_restarted_watchers_new_count_for_the_same_kubelet_sock_changes_nothing(
+    demo: Node, kubelet: KubeletStandIn, broker: BrokerThread, spawn: Any
+) -> None:
+    """A kubelet watcher that missed its predecessor's retained state starts counting at 1: with
+    the same kubelet.sock (inode and ctime) that is no new kubelet. A really new file after it
+    re-registers exactly once."""
+    st = os.stat(kubelet.socket)
+    worker = on_bus(spawn, demo, VFIO, "--heartbeat-interval", "60")
+    assert kubelet.wait_for(lambda k: listed(k, VFIO, 4), 30)
+    broker.publish(KubeletSocketState(True, st.st_ino, 7, st.st_ctime_ns))
+    assert broker.wait_for(lambda e: getattr(e.message, "generation", 0) == 7, 30)
+    before = len(kubelet.registrations)
+    broker.publish(KubeletSocketState(True, st.st_ino, 1, st.st_ctime_ns))  # same file
+    broker.publish(KubeletSocketState(True, st.st_ino, 2, st.st_ctime_ns + 1))  # a new one
+    assert kubelet.wait_for(lambda k: len(k.registrations) > before, 30), worker.log()
+    time.sleep(0.5)  # a second registration, if the same-file message had caused one
+    assert len(kubelet.registrations) == before + 1, worker.log()
 
 
 def test_reregisters_when_own_socket_deleted(
