@@ -199,7 +199,12 @@ class Zygote:
                 if worker == 0:
                     os.close(pid_w)
                     self._become_worker(name, entry, argv)  # never returns
-                os.write(pid_w, _PID.pack(worker))
+                try:
+                    os.write(pid_w, _PID.pack(worker))
+                except OSError:
+                    # the zygote is gone: nobody will tell the supervisor about this worker
+                    os.kill(worker, signal.SIGKILL)
+                    code = 1
         finally:
             os._exit(code)
 

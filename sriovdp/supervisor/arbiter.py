@@ -19,6 +19,7 @@ import signal
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sriovdp.shared import exitcodes
 from sriovdp.shared.backoff import Backoff, BackoffPolicy
@@ -57,6 +58,16 @@ def _return_code(status: int) -> int | None:
         return None
 
 
+def _is_own_child(pid: int) -> bool:
+    """Whether ``pid`` is a live child of this process (from ``/proc/<pid>/stat``)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    fields = stat.rsplit(")", 1)[-1].split()
+    return len(fields) > 1 and fields[0] != "Z" and fields[1] == str(os.getpid())
+
+
 def _kill(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):  # gone: the reaper reports its end
         os.kill(pid, sig)
@@ -68,6 +79,7 @@ class Arbiter:
     publish: Callable[[Message], None]
     clock: Callable[[], float] = time.monotonic
     kill: Callable[[int, int], None] = _kill
+    is_own_child: Callable[[int], bool] = _is_own_child
     timeouts: Timeouts = field(default_factory=Timeouts)
     backoff_policy: BackoffPolicy = field(default_factory=BackoffPolicy)
     children: dict[str, Child] = field(default_factory=dict)
@@ -166,6 +178,18 @@ class Arbiter:
         child = self.children.get(name)
         if child is not None and child.pid is not None and child.pid == pid:
             child.last_heartbeat = self.clock()
+        else:
+            self._end_stray(name, pid)
+
+    def _end_stray(self, name: str, pid: int) -> None:
+        """A live child of ours speaks for ``name`` under a pid the table does not know: a worker
+        whose spawn the supervisor never learnt of (the zygote died between the fork and its
+        report, so the spawn was retried). Two workers of one pool would take the kubelet's
+        connection from each other: it is stopped."""
+        if name not in self.children or self.by_pid(pid) is not None or not self.is_own_child(pid):
+            return  # a late message of a process that is gone, or a stranger's
+        log.warning("%s: pid %d is not the one started for it: a stray, stopping it", name, pid)
+        self.kill(pid, signal.SIGTERM)
 
     def on_message(self, env: Envelope) -> None:
         msg = env.message
@@ -174,7 +198,8 @@ class Arbiter:
         elif isinstance(msg, (WorkerReady, PoolSummary)):
             child = self.children.get(msg.name)
             if child is None or child.pid is None or child.pid != msg.pid:
-                return  # from a process we no longer track (or a stranger): ignore
+                self._end_stray(msg.name, msg.pid)
+                return
             now = self.clock()
             child.last_heartbeat = now
             if isinstance(msg, PoolSummary):

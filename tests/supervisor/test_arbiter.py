@@ -309,3 +309,27 @@ def test_rows_show_pool_summary_of_the_current_process_only() -> None:
     row = h.arbiter.rows()[0]
     assert row.registered is None and row.last_exit == "signal SIGKILL"
     assert os.WIFSIGNALED(KILLED)
+
+
+def test_a_stray_worker_of_a_known_pool_is_stopped() -> None:
+    """A live child speaking for a pool under a pid the table does not know (its spawn was
+    never reported) is TERMed; a late message from a pid that is no child of ours, or from
+    another known child's pid, is not."""
+    h = Harness()
+    strays = {4242}
+    h.arbiter.is_own_child = lambda pid: (
+        pid in strays or pid in {p for _, p, _ in h.spawner.spawned}
+    )
+    h.arbiter.set_specs([spec("a"), spec("b")])
+    h.tick()
+    h.ready("a")
+    h.ready("b")
+    kills_before = list(h.kills)
+    h.arbiter.on_heartbeat("a", 9999)  # not our child: ignored
+    h.arbiter.on_heartbeat("a", h.pid("b"))  # another pool's worker (a reused pid): ignored
+    assert h.kills == kills_before
+    h.arbiter.on_message(
+        Envelope("worker.a.ready", "worker.ready", "a", 1, 0.0, WorkerReady("a", 4242))
+    )
+    assert h.kills[-1] == (4242, signal.SIGTERM)
+    assert h.state("a") == S.RUNNING and h.pid("a") != 4242
