@@ -44,6 +44,8 @@ import grpc
 from sriovdp.proto import api_pb2, api_pb2_grpc
 
 KUBELET_SOCKET = "kubelet.sock"
+#: the kubelet's default ``maxPods``
+MAX_PODS = 110
 CHECKPOINT = "kubelet_internal_checkpoint"
 DIAL_TIMEOUT_S = 10.0
 HISTORY = 100
@@ -414,6 +416,9 @@ class KubeletStandIn:
                     if (p.pod_uid, p.container, p.resource) != (entry.pod_uid, container, resource)
                 ]
                 self.pods.append(entry)
+                # a node runs at most MAX_PODS pods: a loop that allocates for ever (benchmarks,
+                # chaos) sees the oldest pods go, as pods do, and a checkpoint of a node's size
+                del self.pods[: max(0, len(self.pods) - MAX_PODS)]
             self.write_checkpoint()
         return answer
 
