@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -171,54 +171,14 @@ def run_options(  # noqa: PLR0917 (one parameter per option of run)
     help="Apply a changed config file as `reload` does, half a second after it settles (a "
     "ConfigMap update's symlink swap included); an invalid file is refused and changes nothing.",
 )
-def run_command(  # noqa: PLR0917 (one parameter per click option)
-    config_file: str,
-    resource_prefix: str,
-    plugin_dir: str,
-    sysfs_root: str,
-    proc_root: str,
-    dev_root: str,
-    run_dir: str,
-    devinfo_dir: str,
-    cdi_dir: str,
-    use_cdi: bool,
-    log_level: str,
-    log_format: str,
-    spawn_mode: str,
-    heartbeat_timeout: float,
-    start_timeout: float,
-    stop_grace: float,
-    metrics_address: str,
-    metrics: bool,
-    watch_config: bool,
-) -> None:
+def run_command(**params: Any) -> None:
     """Run the supervisor: one plugin worker per pool, a health monitor, a kubelet watcher
     and a metrics child.
 
     Exits 2 (with every problem listed) if the config is invalid, before anything starts; 75 if
     another supervisor holds the run dir; 0 after SIGTERM/SIGINT stopped every child.
     """
-    opts = run_options(
-        config_file=config_file,
-        resource_prefix=resource_prefix,
-        plugin_dir=plugin_dir,
-        sysfs_root=sysfs_root,
-        proc_root=proc_root,
-        dev_root=dev_root,
-        run_dir=run_dir,
-        devinfo_dir=devinfo_dir,
-        cdi_dir=cdi_dir,
-        use_cdi=use_cdi,
-        log_level=log_level,
-        log_format=log_format,
-        spawn_mode=spawn_mode,
-        heartbeat_timeout=heartbeat_timeout,
-        start_timeout=start_timeout,
-        stop_grace=stop_grace,
-        metrics_address=metrics_address,
-        metrics=metrics,
-        watch_config=watch_config,
-    )
+    opts = run_options(**params)
     if checked_config(opts) is None:
         sys.exit(exitcodes.INVALID_CONFIG)
     # The supervisor runs for the life of the node: it becomes a fresh interpreter (same pid)
@@ -232,7 +192,7 @@ def run_command(  # noqa: PLR0917 (one parameter per click option)
     except OSError as exc:  # no interpreter to exec: supervise from this one
         from sriovdp.supervisor.main import run
 
-        logs.setup("supervisor", log_level, log_format)
+        logs.setup("supervisor", opts.log_level, opts.log_format)
         logging.getLogger(__name__).warning("cannot exec %s (%s): running in place", argv[0], exc)
         sys.exit(run(opts))
 

@@ -171,8 +171,7 @@ def is_own_socket_name(child: str, name: str) -> bool:
 def remove_stale(plugin_dir: Path, child: str, keep: str | None = None) -> list[str]:
     """Removes this pool's socket files (not regular files, not other pools'); returns names."""
     removed = []
-    # os.listdir, not Path.glob: a glob compiles a pattern in every forked worker (~0.25 MB of
-    # copied pages each); is_own_socket_name is the exact match anyway
+    # os.listdir and the exact match of is_own_socket_name: no glob pattern to build per worker
     for name in os.listdir(plugin_dir):
         if name == keep or not is_own_socket_name(child, name):
             continue
