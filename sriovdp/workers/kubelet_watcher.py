@@ -216,7 +216,14 @@ class PluginDirWatcher:
         log.info("plugin socket %s deleted (inode=%d)", name, inode)
         self._bus.publish(PluginSocketDeleted(name, inode))
 
-    def _entry_appeared(self, name: str) -> None:
+    def _entry_appeared(self, name: str, created: bool) -> None:
+        """``name`` was created (``created``) or renamed into the directory."""
+        if name == KUBELET_SOCKET and created and self.kubelet.present:
+            # A socket cannot be created over an existing name, so with no removal seen since,
+            # this is the creation of the file already announced: a rescan (at start, or when
+            # the directory came back) found it before its event was read. Looking at the
+            # directory now could only show a later file, whose own creation event follows.
+            return
         entry = _lstat(self.plugin_dir / name)
         if name == CHECKPOINT:
             self._checkpoint_seen(entry)
@@ -372,7 +379,7 @@ class PluginDirWatcher:
                     self._dir_lost()
                     rearm = True
                 elif event.mask & (inotify.IN_CREATE | inotify.IN_MOVED_TO):
-                    self._entry_appeared(event.name)
+                    self._entry_appeared(event.name, created=bool(event.mask & inotify.IN_CREATE))
                 elif event.mask & inotify.IN_DELETE:
                     self._entry_removed(event.name, None)
                 elif event.mask & inotify.IN_MOVED_FROM:

@@ -324,6 +324,26 @@ def test_socket_created_and_deleted_before_it_was_looked_at_is_still_reported(
     ]
 
 
+def test_creation_event_of_a_socket_a_rescan_already_announced_is_no_new_generation(
+    plugin_dir: Path,
+) -> None:
+    """A rescan (at start, or when the directory comes back) can find kubelet.sock before its
+    creation event is read; by the time the event is read, that file may be gone and a new one
+    there. Exactly one generation per kubelet.sock created."""
+    bus = FakeBus()
+    with inotify.Inotify() as notifier:
+        watcher = PluginDirWatcher(plugin_dir, bus, notifier)
+        watcher.start()
+        first = make_socket(plugin_dir / "kubelet.sock")
+        watcher.rescan()  # sees the file; its IN_CREATE is still queued
+        make_socket(plugin_dir / "p2.sock")
+        os.unlink(plugin_dir / "kubelet.sock")
+        second = make_socket(plugin_dir / "kubelet.sock")
+        watcher.on_events(notifier.read())
+    states = [_ident(m) for m in bus.sent if isinstance(m, KubeletSocketState)]
+    assert states == [(False, 0, 0), (True, first, 1), (False, 0, 1), (True, second, 2)]
+
+
 def test_inotify_queue_overflow_rescans(plugin_dir: Path) -> None:
     bus = FakeBus()
     with inotify.Inotify() as notifier:
