@@ -30,22 +30,11 @@ from sriovdp.supervisor.runopts import (
     options_to_json,
 )
 from sriovdp.supervisor.status import SupervisorStatus, render_table
-from sriovdp.workers.metrics.address import DEFAULT_METRICS_ADDRESS, split_address
 
 if TYPE_CHECKING:
     from sriovdp.supervisor.client import ControlClient
 
 COMMANDS: list[click.Command] = []
-
-_timeouts = Timeouts()
-
-
-def _address(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
-    try:
-        split_address(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    return value
 
 
 def run_options(  # noqa: PLR0917 (one parameter per option of run)
@@ -104,73 +93,13 @@ def run_options(  # noqa: PLR0917 (one parameter per option of run)
 @options.use_cdi
 @options.log_level
 @options.log_format
-@click.option(
-    "--spawn-mode",
-    type=click.Choice(SPAWN_MODES),
-    default=DEFAULT_SPAWN_MODE,
-    envvar=options.envvar("--spawn-mode"),
-    show_default=True,
-    show_envvar=True,
-    help="zygote: fork workers from a preloaded spawner (less memory); exec: a fresh "
-    "interpreter per worker.",
-)
-@click.option(
-    "--heartbeat-timeout",
-    type=click.FloatRange(min=0.1),
-    default=_timeouts.heartbeat,
-    envvar=options.envvar("--heartbeat-timeout"),
-    show_default=True,
-    show_envvar=True,
-    help="Seconds a RUNNING child may stay silent before it is restarted (a hung main loop); "
-    "children beat every third of it.",
-)
-@click.option(
-    "--start-timeout",
-    type=click.FloatRange(min=0.1),
-    default=_timeouts.start,
-    envvar=options.envvar("--start-timeout"),
-    show_default=True,
-    show_envvar=True,
-    help="Seconds a starting child has to say READY before it is restarted.",
-)
-@click.option(
-    "--stop-grace",
-    type=click.FloatRange(min=0.0),
-    default=_timeouts.stop_grace,
-    envvar=options.envvar("--stop-grace"),
-    show_default=True,
-    show_envvar=True,
-    help="Seconds between SIGTERM and SIGKILL when stopping a child.",
-)
-@click.option(
-    "--metrics-address",
-    default=DEFAULT_METRICS_ADDRESS,
-    callback=_address,
-    envvar=options.envvar("--metrics-address"),
-    show_default=True,
-    show_envvar=True,
-    help="HOST:PORT ([v6]:PORT for IPv6) where the metrics child serves /metrics (Prometheus), "
-    "/healthz and /readyz over HTTP. Every address of the node by default: a hostNetwork pod's "
-    "HTTP probes and Prometheus scrapes reach it on the node's IP. Port 0: any free port (status "
-    "shows which).",
-)
-@click.option(
-    "--metrics/--no-metrics",
-    default=True,
-    envvar=options.envvar("--metrics"),
-    show_default=True,
-    show_envvar=True,
-    help="Start the metrics child (--no-metrics: no HTTP endpoint at all).",
-)
-@click.option(
-    "--watch-config/--no-watch-config",
-    default=True,
-    envvar=options.envvar("--watch-config"),
-    show_default=True,
-    show_envvar=True,
-    help="Apply a changed config file as `reload` does, half a second after it settles (a "
-    "ConfigMap update's symlink swap included); an invalid file is refused and changes nothing.",
-)
+@options.spawn_mode
+@options.heartbeat_timeout
+@options.start_timeout
+@options.stop_grace
+@options.metrics_address
+@options.metrics
+@options.watch_config
 def run_command(**params: Any) -> None:
     """Run the supervisor: one plugin worker per pool, a health monitor, a kubelet watcher
     and a metrics child.

@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 import click
 
 from sriovdp.shared import model
+from sriovdp.supervisor.runopts import DEFAULT_SPAWN_MODE, SPAWN_MODES, Timeouts
+from sriovdp.workers.metrics.address import DEFAULT_METRICS_ADDRESS, split_address
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -105,4 +107,64 @@ dev_root = _opt(
     "...): needVhostNet gets the nodes that exist there, and every node a pool names but the "
     "host lacks is reported. The DaemonSet mounts the host's /dev read-only at /host/dev and "
     "sets /host.",
+)
+
+# --- run's own options ------------------------------------------------------------------------
+
+_timeouts = Timeouts()
+
+
+def _address(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    try:
+        split_address(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+spawn_mode = _opt(
+    "--spawn-mode",
+    type=click.Choice(SPAWN_MODES),
+    default=DEFAULT_SPAWN_MODE,
+    help="zygote: fork workers from a preloaded spawner (less memory); exec: a fresh "
+    "interpreter per worker.",
+)
+heartbeat_timeout = _opt(
+    "--heartbeat-timeout",
+    type=click.FloatRange(min=0.1),
+    default=_timeouts.heartbeat,
+    help="Seconds a RUNNING child may stay silent before it is restarted (a hung main loop); "
+    "children beat every third of it.",
+)
+start_timeout = _opt(
+    "--start-timeout",
+    type=click.FloatRange(min=0.1),
+    default=_timeouts.start,
+    help="Seconds a starting child has to say READY before it is restarted.",
+)
+stop_grace = _opt(
+    "--stop-grace",
+    type=click.FloatRange(min=0.0),
+    default=_timeouts.stop_grace,
+    help="Seconds between SIGTERM and SIGKILL when stopping a child.",
+)
+metrics_address = _opt(
+    "--metrics-address",
+    default=DEFAULT_METRICS_ADDRESS,
+    callback=_address,
+    help="HOST:PORT ([v6]:PORT for IPv6) where the metrics child serves /metrics (Prometheus), "
+    "/healthz and /readyz over HTTP. Every address of the node by default: a hostNetwork pod's "
+    "HTTP probes and Prometheus scrapes reach it on the node's IP. Port 0: any free port (status "
+    "shows which).",
+)
+metrics = _opt(
+    "--metrics/--no-metrics",
+    default=True,
+    help="Start the metrics child (--no-metrics: no HTTP endpoint at all).",
+)
+watch_config = _opt(
+    "--watch-config/--no-watch-config",
+    default=True,
+    help="Apply a changed config file as `reload` does, half a second after it settles (a "
+    "ConfigMap update's symlink swap included); an invalid file is refused and changes nothing.",
 )
