@@ -30,30 +30,33 @@ def node(tmp_path: Path) -> Iterator[tuple[Path, KubeletStandIn]]:
     demo_node(tmp_path / "sys")
     (tmp_path / "proc" / "net").mkdir(parents=True)
     (tmp_path / "plugins").mkdir()
-    (tmp_path / "devinfo").mkdir()
-    (tmp_path / "cdi").mkdir()
+    # devinfo/ and cdi/ are missing: the workers create them (on a real node, /var/run is tmpfs)
     kubelet = KubeletStandIn(tmp_path / "plugins")
     yield tmp_path, kubelet
     kubelet.stop()
 
 
-def test_device_info_and_cdi_specs_are_0644_under_the_supervisors_umask(
+def test_device_info_and_cdi_specs_are_0644_in_0755_dirs_under_the_supervisors_umask(
     node: tuple[Path, KubeletStandIn],
 ) -> None:
     base, kubelet = node
     args: tuple[str, ...] = ("--proc-root", str(base / "proc"), "--no-metrics", "--use-cdi")
-    args += ("--devinfo-dir", str(base / "devinfo"), "--cdi-dir", str(base / "cdi"))
+    devinfo, cdi = base / "devinfo" / "dp", base / "cdi"
+    args += ("--devinfo-dir", str(devinfo), "--cdi-dir", str(cdi))
     sup = Supervisor(base, entry=None, args=args, config_text=json.dumps(demo_config()))
     try:
         assert kubelet.wait_for(lambda k: len(k.allocatable()) == 3, 60), sup.log_text()
-        wait_until(lambda: len(sorted((base / "cdi").glob("*.json"))) == 3, 60, "3 CDI specs")
-        specs = sorted((base / "cdi").glob("*.json"))
+        wait_until(lambda: len(sorted(cdi.glob("*.json"))) == 3, 60, "3 CDI specs")
+        specs = sorted(cdi.glob("*.json"))
         device = kubelet.devices(NET)[0].id
         kubelet.allocate(NET, [device])
-        infos = list((base / "devinfo").glob(f"*{device}-device.json"))
+        infos = list(devinfo.glob(f"*{device}-device.json"))
         assert len(infos) == 1
         for path in [*specs, *infos]:
             assert mode(path) == 0o644, f"{path}: {oct(mode(path))}"
+        # the directories they created, parents included, let the readers in
+        for path in (cdi, devinfo, devinfo.parent):
+            assert mode(path) == 0o755, f"{path}: {oct(mode(path))}"
         # the supervisor's own files stay its own
         assert mode(base / "run") == 0o700
         assert mode(base / "run" / "config.json") == 0o600

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sriovdp.workers.plugin.allocation import AllocationTable, cdi_kind
-from sriovdp.workers.plugin.devinfo import write_atomic
+from sriovdp.workers.plugin.devinfo import make_public_dir, write_atomic
 
 CDI_VERSION = "0.5.0"
 _NOT_TAG = re.compile(r"[^A-Z0-9]")
@@ -49,7 +49,7 @@ class CdiSpecFile:
 
     def write(self, table: AllocationTable) -> None:
         """Raises OSError when the directory is not writable (the caller logs it)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_public_dir(self.path.parent)
         body = json.dumps(spec_document(table), indent=1).encode()
         write_atomic(self.path, body)
 

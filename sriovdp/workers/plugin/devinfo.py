@@ -54,6 +54,24 @@ def write_atomic(path: Path, body: bytes, mode: int = 0o644) -> None:
         raise
 
 
+def make_public_dir(directory: Path, mode: int = 0o755) -> None:
+    """Creates ``directory`` and its missing parents with exactly ``mode`` (the readers of the
+    files in it need to get in, whatever the umask); directories that exist are left alone."""
+    missing: list[Path] = []
+    at = directory
+    while not at.is_dir():
+        missing.append(at)
+        if at.parent == at:
+            break
+        at = at.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode)
+        except FileExistsError:
+            continue  # made in between (another worker of the same directory)
+        os.chmod(path, mode)
+
+
 class DevInfoWriter:
     """Owns the device-info files of one pool."""
 
@@ -86,7 +104,7 @@ class DevInfoWriter:
                         pass  # gone: write it again
                 try:
                     if not self._dir_ready:
-                        self.directory.mkdir(parents=True, exist_ok=True)
+                        make_public_dir(self.directory)
                         self._dir_ready = True
                     write_atomic(path, entry.devinfo_body)
                 except OSError as exc:
