@@ -44,6 +44,20 @@ def descendants(root: int) -> set[int]:
     return out
 
 
+def describe(pids: set[int]) -> list[str]:
+    """``pid ppid state name`` of each process, for assertion messages."""
+    out = []
+    for pid in sorted(pids):
+        fields = _stat_fields(pid)
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            name = "?"
+        where = f"{fields[1]} {fields[0]}" if fields else "gone"
+        out.append(f"{pid} {where} {name}")
+    return out
+
+
 def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
