@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(report.table())
     print(f"all pools registered with full lists after the run: {recovered} ({recovery_s:.2f} s)")
+    for p in report.pools:
+        for error in p.unexpected_errors:
+            print(f"unexpected: {p.resource} {error}")
     verdict = "met" if report.unexpected == 0 else "MISSED"
     print(f"target unexpected failures = 0: {verdict} ({report.unexpected})")
     out = {
@@ -68,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         "failed_kubelet_restart": sum(p.failed_kubelet_restart for p in report.pools),
         "failed_unexpected": report.unexpected,
         "unregistered_s_max": round(max(p.unregistered_s for p in report.pools), 2),
-        "events": [e for _, e in report.events],
+        # monotonic times, comparable with those of the unexpected errors in per_pool
+        "events": [f"t={t:.3f} {e}" for t, e in report.events],
         "recovered": recovered,
         "per_pool": [p.row() for p in report.pools],
     }

@@ -75,6 +75,7 @@ class PoolReport:
             "unconnected": self.unconnected,
             "unregistered_s": round(self.unregistered_s, 2),
             "worker_kills": self.kills,
+            "unexpected_errors": list(self.unexpected_errors),
         }
 
 
