@@ -78,6 +78,29 @@ _ANCESTOR_MASK = (
 _DIR_GONE = inotify.IN_DELETE_SELF | inotify.IN_MOVE_SELF | inotify.IN_IGNORED | inotify.IN_UNMOUNT
 
 
+#: how long a read waits for the second half of a rename (see :func:`read_batch`)
+MOVE_PAIR_WAIT = 0.1
+
+
+def read_batch(notifier: inotify.Inotify) -> list[inotify.Event]:
+    """Every event waiting, and never half of a rename.
+
+    The kernel queues a rename's IN_MOVED_FROM and IN_MOVED_TO one after the other, but a read
+    can fall between the two. The pair tells what a name created and renamed before it could be
+    looked at was (a plugin socket, or the kubelet's checkpoint written under a temporary name),
+    so a batch that ends in IN_MOVED_FROM waits briefly for its IN_MOVED_TO: microseconds, or
+    :data:`MOVE_PAIR_WAIT` for a rename out of the directory, which has none.
+    """
+    events = notifier.read()
+    deadline = time.monotonic() + MOVE_PAIR_WAIT
+    while events and events[-1].mask & inotify.IN_MOVED_FROM:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([notifier.fileno()], [], [], left)[0]:
+            break
+        events += notifier.read()
+    return events
+
+
 class Publisher(Protocol):
     def publish(self, message: Message) -> None: ...
 
@@ -498,7 +521,7 @@ def main(argv: list[str]) -> int:
             timeout_ms = max(0, int((deadline - time.monotonic()) * 1000) + 1)
             for fd, _ in poller.poll(timeout_ms):
                 if notifier is not None and fd == notifier.fileno():
-                    watcher.on_events(notifier.read())
+                    watcher.on_events(read_batch(notifier))
                 elif fd == stop.fileno():
                     stop.drain()
     finally:

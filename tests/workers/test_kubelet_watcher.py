@@ -6,6 +6,7 @@ a "kubelet restart" deletes every socket in the directory and binds a new ``kube
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -25,7 +26,7 @@ from sriovdp.shared.messages import (
     WorkerHeartbeat,
     WorkerReady,
 )
-from sriovdp.workers.kubelet_watcher import PluginDirWatcher, parse_args
+from sriovdp.workers.kubelet_watcher import PluginDirWatcher, parse_args, read_batch
 from tests.harness.broker import BrokerThread
 from tests.workers.conftest import Listener, Proc, worker_argv
 
@@ -342,6 +343,51 @@ def test_creation_event_of_a_socket_a_rescan_already_announced_is_no_new_generat
         watcher.on_events(notifier.read())
     states = [_ident(m) for m in bus.sent if isinstance(m, KubeletSocketState)]
     assert states == [(False, 0, 0), (True, first, 1), (False, 0, 1), (True, second, 2)]
+
+
+class SplitInotify(inotify.Inotify):
+    """Its first read ends just after the first IN_MOVED_FROM, as a read that falls between the
+    two halves of a rename does; the rest comes with the next read (its fd is readable then)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._rest: list[inotify.Event] | None = None
+        self._ready_r, self._ready_w = os.pipe()
+
+    def fileno(self) -> int:
+        return self._ready_r if self._rest else super().fileno()
+
+    def read(self) -> list[inotify.Event]:
+        if self._rest is not None:
+            rest, self._rest = self._rest, []
+            return rest
+        events = super().read()
+        cut = next(i for i, e in enumerate(events) if e.mask & inotify.IN_MOVED_FROM) + 1
+        self._rest = events[cut:]
+        os.write(self._ready_w, b"x")
+        return events[:cut]
+
+    def close(self) -> None:
+        super().close()
+        for fd in (self._ready_r, self._ready_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def test_a_rename_split_across_two_reads_is_paired(plugin_dir: Path) -> None:
+    """A socket created and renamed before it could be looked at is reported with the inode it
+    has under its new name, also when the two halves of the rename come in separate reads."""
+    bus = FakeBus()
+    with SplitInotify() as notifier:
+        watcher = PluginDirWatcher(plugin_dir, bus, notifier)
+        watcher.start()
+        inode = make_socket(plugin_dir / "kubelet.sock.new")
+        os.rename(plugin_dir / "kubelet.sock.new", plugin_dir / "kubelet.sock")
+        watcher.on_events(read_batch(notifier))
+    assert bus.sent[1:] == [
+        PluginSocketDeleted("kubelet.sock.new", inode),
+        KubeletSocketState(True, inode, 1, os.lstat(plugin_dir / "kubelet.sock").st_ctime_ns),
+    ]
 
 
 def test_inotify_queue_overflow_rescans(plugin_dir: Path) -> None:
