@@ -75,10 +75,15 @@ def test_chaos_other_pools_never_fail_and_nothing_leaks(node: SimNode) -> None:
     steady(node)
     for p in report.pools:
         assert p.attempted > 0 and p.ok > 0, p.row()
-    assert report.unexpected == 0, (
-        [(p.resource, p.unexpected_errors) for p in report.pools if p.unexpected_errors],
-        [f"t={t:.3f} {e}" for t, e in report.events],
-        node.log_text(),
+    assert report.unexpected == 0, "\n".join(
+        [f"{p.resource}: {e}" for p in report.pools for e in p.unexpected_errors]
+        + [f"t={t:.3f} {e}" for t, e in report.events]
+        + [
+            f"t={g.time:.3f} registered {g.resource} gen {g.generation}"
+            for g in node.stand_in().registrations
+            if any(g.resource == p.resource and p.unexpected_errors for p in report.pools)
+        ]
+        + [node.log_text()]
     )
     kills = [e for _, e in report.events if e.startswith("kill")]
     assert kills, report.events  # the run did something
