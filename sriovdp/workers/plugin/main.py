@@ -178,7 +178,8 @@ class Worker:
             self.on_registration,
             replace(registration.REGISTER_BACKOFF, cap=args.register_backoff_max),
         )
-        self._kubelet_inode = registration.kubelet_inode
+        #: which kubelet.sock is there now (the module is imported here, not at module level)
+        self._kubelet_file = registration.kubelet_identity
         self._kubelet_generation: int | None = None
         self._kubelet_identity: tuple[int, int] | None = None
         self.bus: Any = None
@@ -361,7 +362,17 @@ class Worker:
             return
         if not isinstance(message, KubeletSocketState):
             return
+        # The watcher's messages can come after the worker has already found the new
+        # kubelet.sock by itself (it retries Register while serving a fresh socket): a message
+        # about an older file must not undo a registration on the current one. Registering again
+        # on the same kubelet would make it drop its connection to this pool, and every call in
+        # flight on it.
+        registered_on = self.registrar.registered_identity if self.registrar.registered else None
         if not message.present:
+            if registered_on is not None and registered_on == self._kubelet_file(
+                self.args.plugin_dir
+            ):
+                return  # the kubelet.sock it registered on is there: the message is stale
             self.registrar.forget("kubelet.sock gone")
             self.publish_summary("kubelet.sock gone")
             return
@@ -369,15 +380,16 @@ class Worker:
         identity = (message.inode, message.ctime_ns)
         last_identity, self._kubelet_identity = self._kubelet_identity, identity
         # a kubelet watcher restarted under load may miss its predecessor's retained state and
-        # count generations anew: the same kubelet.sock (inode and ctime) is not a new kubelet,
-        # and registering again would cut the kubelet's open calls to this pool
+        # count generations anew: the same kubelet.sock (inode and ctime) is not a new kubelet
         same_file = message.ctime_ns != 0 and identity == last_identity
         if not self.server.socket_intact():
             self.serve(f"kubelet generation {message.generation}, own socket gone")
+        elif message.ctime_ns != 0 and identity == registered_on:
+            return  # registered on exactly this kubelet.sock already
         elif previous is not None and message.generation != previous and not same_file:
             self.registrar.kick(force=True)  # a new kubelet, even if it reused the inode number
-        elif message.inode != self.registrar.registered_inode:
-            self.registrar.kick()
+        else:
+            self.registrar.kick()  # nothing if registered on the kubelet.sock there now
 
     def log_allocations(self) -> None:
         """One INFO line per heartbeat with Allocate calls since the last one (none: silent)."""
@@ -398,8 +410,8 @@ class Worker:
         if not self.server.socket_intact():
             self.serve("own socket vanished")
             return
-        inode = self._kubelet_inode(self.args.plugin_dir)
-        if inode is not None and inode != self.registrar.registered_inode:
+        identity = self._kubelet_file(self.args.plugin_dir)
+        if identity is not None and identity != self.registrar.registered_identity:
             self.registrar.kick()
 
     # -- the loop --------------------------------------------------------------------------------

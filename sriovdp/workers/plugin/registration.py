@@ -5,7 +5,7 @@
 dial ``<plugin-dir>/kubelet.sock`` only when it exists; failures are retried after
 :meth:`BackoffPolicy.delay <sriovdp.shared.backoff.BackoffPolicy.delay>` (capped exponential,
 with jitter), logged when the reason changes, and never end the process. Registering is
-idempotent: a kick while registered on the current kubelet socket (same inode) and endpoint does
+idempotent: a kick while registered on the current kubelet socket (same file) and endpoint does
 nothing.
 
 The registrar is a task on the worker's one asyncio loop (thread ``grpc-loop``, the loop the
@@ -61,13 +61,18 @@ class RegistrationStatus:
     reason: str
 
 
-def kubelet_inode(plugin_dir: Path) -> int | None:
-    """The inode of ``kubelet.sock`` when it exists and is a socket."""
+#: a kubelet.sock file: (inode, ctime in ns). File systems hand a freed inode number to the next
+#: file at once; the change time, set at creation, tells two such files apart
+SocketIdentity = tuple[int, int]
+
+
+def kubelet_identity(plugin_dir: Path) -> SocketIdentity | None:
+    """Which ``kubelet.sock`` is there, if one is and it is a socket."""
     try:
         st = os.stat(plugin_dir / KUBELET_SOCKET)
     except OSError:
         return None
-    return st.st_ino if stat.S_ISSOCK(st.st_mode) else None
+    return (st.st_ino, st.st_ctime_ns) if stat.S_ISSOCK(st.st_mode) else None
 
 
 class Registrar:
@@ -94,7 +99,8 @@ class Registrar:
         self._last_reason = ""
         self._retry_at: float | None = None
         self.registered_endpoint: str | None = None
-        self.registered_inode: int | None = None
+        #: the kubelet.sock the registration was made on
+        self.registered_identity: SocketIdentity | None = None
         self.first_attempt_done = threading.Event()
         # loop side: only ever touched on the loop
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -138,19 +144,18 @@ class Registrar:
     def kick(self, force: bool = False) -> bool:
         """Retries now unless registered on the current kubelet.sock; returns whether it will.
 
-        ``force`` re-registers even when the inode looks unchanged: file systems reuse a freed
-        inode number at once, so after a kubelet restart the new ``kubelet.sock`` often has the
-        old number; the kubelet watcher's generation is the reliable signal.
+        ``force`` re-registers even when the file looks unchanged (the kubelet watcher's
+        generation says it is a new kubelet).
         """
-        inode = kubelet_inode(self.plugin_dir)
+        identity = kubelet_identity(self.plugin_dir)
         with self._lock:
             if self._target is None:
                 return False
             if (
                 not force
                 and self.registered
-                and inode is not None
-                and inode == self.registered_inode
+                and identity is not None
+                and identity == self.registered_identity
             ):
                 return False
             self.registered_endpoint = None
@@ -165,7 +170,7 @@ class Registrar:
         with self._lock:
             was = self.registered
             self.registered_endpoint = None
-            self.registered_inode = None
+            self.registered_identity = None
         if was:
             self._report(False, reason)
 
@@ -225,10 +230,10 @@ class Registrar:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), timeout)
                 continue
-            ok, reason, inode = await self._attempt(target)
-            self._record(target, ok, reason, inode)
+            ok, reason, identity = await self._attempt(target)
+            self._record(target, ok, reason, identity)
 
-    def _record(self, target: str, ok: bool, reason: str, inode: int | None) -> None:
+    def _record(self, target: str, ok: bool, reason: str, identity: SocketIdentity | None) -> None:
         delay = 0.0
         with self._lock:
             self._attempts += 1
@@ -238,7 +243,7 @@ class Registrar:
                 self._failures = 0
                 self._retry_at = None
                 self.registered_endpoint = target
-                self.registered_inode = inode
+                self.registered_identity = identity
             elif not ok and current:
                 self._failures += 1
                 delay = self._backoff.delay(self._failures)
@@ -262,10 +267,10 @@ class Registrar:
                 self._report(False, reason)
         self.first_attempt_done.set()
 
-    async def _attempt(self, endpoint: str) -> tuple[bool, str, int | None]:
-        """One Register of ``endpoint``: (success, failure reason, kubelet.sock's inode)."""
-        inode = kubelet_inode(self.plugin_dir)
-        if inode is None:
+    async def _attempt(self, endpoint: str) -> tuple[bool, str, SocketIdentity | None]:
+        """One Register of ``endpoint``: (success, failure reason, which kubelet.sock)."""
+        identity = kubelet_identity(self.plugin_dir)
+        if identity is None:
             return False, f"{self.plugin_dir / KUBELET_SOCKET} absent", None
         request = api_pb2.RegisterRequest(
             version=API_VERSION, endpoint=endpoint, resource_name=self.resource, options=OPTIONS
@@ -287,7 +292,7 @@ class Registrar:
             return False, f"{type(exc).__name__}: {exc}", None
         finally:
             self._inflight = None
-        return True, "", inode
+        return True, "", identity
 
     async def _register(self, request: api_pb2.RegisterRequest) -> None:
         target = f"unix:{self.plugin_dir / KUBELET_SOCKET}"

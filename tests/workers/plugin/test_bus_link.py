@@ -166,6 +166,36 @@ def test_a_restarted_watchers_new_count_for_the_same_kubelet_sock_changes_nothin
     assert len(kubelet.registrations) == before + 1, worker.log()
 
 
+def test_late_news_of_the_kubelet_sock_it_registered_on_is_no_new_registration(
+    demo: Node, kubelet: KubeletStandIn, broker: BrokerThread, spawn: Any
+) -> None:
+    """After a kubelet restart the worker may register on the new kubelet.sock by itself (its
+    socket was deleted: it serves a fresh one and retries Register) before the watcher's news
+    of that restart arrive. Those news must not register it again: the kubelet would drop its
+    connection to the pool, and every call in flight on it."""
+    old = os.stat(kubelet.socket)
+    worker = on_bus(spawn, demo, VFIO, "--heartbeat-interval", "60")
+    assert kubelet.wait_for(lambda k: listed(k, VFIO, 4), 30)
+    publish_cached(broker, KubeletSocketState(True, old.st_ino, 1, old.st_ctime_ns))
+    own = kubelet.endpoint(VFIO) or ""
+    kubelet.restart()  # every socket deleted, a new kubelet.sock
+    new = os.stat(kubelet.socket)
+    broker.publish(PluginSocketDeleted(own, 0))  # the watcher's first news
+    assert kubelet.wait_for(lambda k: listed(k, VFIO, 4) and k.endpoint(VFIO) != own, 30)
+    before = len(kubelet.registrations)
+    # the rest of the news, late: kubelet.sock gone, then the new one
+    broker.publish(KubeletSocketState(False, 0, 1))
+    publish_cached(broker, KubeletSocketState(True, new.st_ino, 2, new.st_ctime_ns))
+    time.sleep(1.0)  # a registration they caused would be there by now
+    assert len(kubelet.registrations) == before, worker.log()
+    assert kubelet.connected(VFIO)
+    # and a really new kubelet.sock after them still registers it
+    kubelet.restart()
+    newer = os.stat(kubelet.socket)
+    broker.publish(KubeletSocketState(True, newer.st_ino, 3, newer.st_ctime_ns))
+    assert kubelet.wait_for(lambda k: len(k.registrations) > before and listed(k, VFIO, 4), 30)
+
+
 def test_reregisters_when_own_socket_deleted(
     demo: Node, kubelet: KubeletStandIn, broker: BrokerThread, spawn: Any
 ) -> None:
