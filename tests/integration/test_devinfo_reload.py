@@ -22,6 +22,8 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture
 def node(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimNode]:
     monkeypatch.setenv("SRIOV_DP_USE_CDI", "true")
+    # reloads by hand only: the supervisor's own reload of the edited file would race them
+    monkeypatch.setenv("SRIOV_DP_WATCH_CONFIG", "false")
     n = SimNode(2, 4)
     try:
         n.start_supervisor()

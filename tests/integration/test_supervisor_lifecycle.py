@@ -91,7 +91,10 @@ class Supervisor:
         args: tuple[str, ...] = (),
         entry: str | None = FAKE,
         config_text: str | None = None,
+        watch_config: bool = False,
     ) -> None:
+        """``watch_config`` off by default: a test that edits the config and reloads by hand
+        would otherwise race the supervisor's own reload of the edited file."""
         self.base = base
         self.run_dir = base / "run"
         self.knobs = base / "knobs"
@@ -103,7 +106,8 @@ class Supervisor:
         (base / "sys").mkdir(exist_ok=True)
         run = ["--config-file", str(self.config), "--run-dir", str(self.run_dir)]
         run += ["--plugin-dir", str(base / "plugins"), "--sysfs-root", str(base / "sys")]
-        run += ["--spawn-mode", mode, *args]
+        run += ["--spawn-mode", mode, "--watch-config" if watch_config else "--no-watch-config"]
+        run += args
         argv = [sys.executable, "-m", "sriovdp", "run", *run]
         if entry:
             argv = [sys.executable, "-m", "sriovdp.supervisor", "--options", options(run, entry)]

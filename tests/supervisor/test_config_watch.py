@@ -88,7 +88,9 @@ def test_events_wait_for_the_settle_time(tmp_path: Path) -> None:
 
 def test_a_supervisor_applies_refuses_and_ignores_configmap_updates(tmp_path: Path) -> None:
     cm = ConfigMapDir(tmp_path / "cm", pool_config("a"))
-    sup = Supervisor(tmp_path, pools=("a",), args=("--config-file", str(cm.path)))
+    sup = Supervisor(
+        tmp_path, pools=("a",), args=("--config-file", str(cm.path)), watch_config=True
+    )
     try:
         _apply_refuse_ignore(sup, cm)
     finally:
