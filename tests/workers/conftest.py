@@ -139,7 +139,7 @@ class Proc:
             return self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
             self.popen.kill()
-            self.popen.wait(5)
+            self.popen.wait(10)
             raise
 
     def kill(self) -> None:
