@@ -61,10 +61,13 @@ class Broker:
         run_dir: Path,
         on_message: Callable[[Envelope], None] | None = None,
         src: str = "supervisor",
+        on_subscribe: Callable[[bytes], None] | None = None,
     ) -> None:
         rd = RunDir(run_dir)
         self.stats = BrokerStats()
         self._on_message = on_message
+        #: told each new subscription's topic prefix, before its retained topics are replayed
+        self._on_subscribe = on_subscribe
         self._src = src
         self._seq = SequenceCounter()
         self._cache: dict[bytes, bytes] = {}
@@ -152,6 +155,8 @@ class Broker:
                 self.stats.drop("bad subscription frame")
                 continue
             if frame[0] == 1:
+                if self._on_subscribe is not None:
+                    self._on_subscribe(frame[1:])
                 self._replay(frame[1:])
 
     def _replay(self, prefix: bytes) -> None:

@@ -25,8 +25,12 @@ class BrokerThread:
         self.run_dir = run_dir
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.seen: list[Envelope] = []
+        #: topic prefixes subscribed to, in order
+        self.subscriptions: list[bytes] = []
         self._cond = threading.Condition()
-        self.broker = Broker(self.ctx, run_dir, on_message=self._record)
+        self.broker = Broker(
+            self.ctx, run_dir, on_message=self._record, on_subscribe=self._subscribed
+        )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -35,6 +39,18 @@ class BrokerThread:
         with self._cond:
             self.seen.append(env)
             self._cond.notify_all()
+
+    def _subscribed(self, prefix: bytes) -> None:
+        with self._cond:
+            self.subscriptions.append(prefix)
+            self._cond.notify_all()
+
+    def wait_subscribed(self, prefix: bytes, timeout: float = 30.0) -> bool:
+        """Whether a subscriber of ``prefix`` is there (within ``timeout``): what is published
+        from then on reaches it. A subscriber's SUB socket sends its subscriptions on its own
+        time, so a message published right after a worker started could miss it."""
+        with self._cond:
+            return self._cond.wait_for(lambda: prefix in self.subscriptions, timeout)
 
     def _run(self) -> None:
         poller = zmq.Poller()

@@ -45,7 +45,10 @@ def test_device_info_and_cdi_specs_are_0644_in_0755_dirs_under_the_supervisors_u
     args += ("--devinfo-dir", str(devinfo), "--cdi-dir", str(cdi))
     sup = Supervisor(base, entry=None, args=args, config_text=json.dumps(demo_config()))
     try:
-        assert kubelet.wait_for(lambda k: len(k.allocatable()) == 3, 60), sup.log_text()
+        # registered, and the first list of the pool allocated from has arrived
+        assert kubelet.wait_for(lambda k: len(k.allocatable()) == 3 and bool(k.devices(NET)), 60), (
+            sup.log_text()
+        )
         wait_until(lambda: len(sorted(cdi.glob("*.json"))) == 3, 60, "3 CDI specs")
         specs = sorted(cdi.glob("*.json"))
         device = kubelet.devices(NET)[0].id

@@ -227,9 +227,10 @@ def test_supervisord_runs_registers_and_stops_clean(node: Node) -> None:
             + (program_log.read_text()[-3000:] if program_log.exists() else "(none)"),
         )
         assert ctl(node, "status").returncode == 0
-        assert kubelet.wait_for(lambda k: all(k.connected(r) for r in expected), 120), (
-            f"registered: {[r.resource for r in kubelet.registrations]}, expected {expected}"
-        )
+        # registered, each with its first list
+        assert kubelet.wait_for(
+            lambda k: all(k.connected(r) and k.devices(r) for r in expected), 120
+        ), f"registered: {[r.resource for r in kubelet.registrations]}, expected {expected}"
         # the supervisor's own view agrees: every child RUNNING (exit 0)
         status = subprocess.run(
             [str(VENV_BIN / "sriov-supervisor"), "status", "--run-dir", str(run_dir)],

@@ -72,6 +72,19 @@ def test_non_retained_messages_are_not_replayed(broker: BrokerThread, tmp_path: 
         late.close()
 
 
+def test_subscriptions_are_told_and_whatever_is_published_after_reaches_them(
+    broker: BrokerThread, tmp_path: Path
+) -> None:
+    sub = BusClient(tmp_path, "sub", subscribe=["link.pf2."])
+    try:
+        assert broker.wait_subscribed(b"link.pf2.")
+        assert not broker.wait_subscribed(b"worker.", timeout=0.2)
+        broker.publish(_link("pf2", True))  # once, no retry: the subscription is in place
+        assert _wait_for(sub, "link.pf2.state").message == _link("pf2", True)
+    finally:
+        sub.close()
+
+
 def test_garbage_on_every_socket_is_dropped_and_counted(
     broker: BrokerThread, tmp_path: Path
 ) -> None:

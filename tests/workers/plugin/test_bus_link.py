@@ -156,6 +156,7 @@ def test_a_restarted_watchers_new_count_for_the_same_kubelet_sock_changes_nothin
     st = os.stat(kubelet.socket)
     worker = on_bus(spawn, demo, VFIO, "--heartbeat-interval", "60")
     assert kubelet.wait_for(lambda k: listed(k, VFIO, 4), 30)
+    assert broker.wait_subscribed(b"kubelet."), worker.log()
     broker.publish(KubeletSocketState(True, st.st_ino, 7, st.st_ctime_ns))
     assert broker.wait_for(lambda e: getattr(e.message, "generation", 0) == 7, 30)
     before = len(kubelet.registrations)
@@ -176,6 +177,7 @@ def test_late_news_of_the_kubelet_sock_it_registered_on_is_no_new_registration(
     old = os.stat(kubelet.socket)
     worker = on_bus(spawn, demo, VFIO, "--heartbeat-interval", "60")
     assert kubelet.wait_for(lambda k: listed(k, VFIO, 4), 30)
+    assert broker.wait_subscribed(b"kubelet."), worker.log()
     publish_cached(broker, KubeletSocketState(True, old.st_ino, 1, old.st_ctime_ns))
     own = kubelet.endpoint(VFIO) or ""
     kubelet.restart()  # every socket deleted, a new kubelet.sock
