@@ -203,6 +203,7 @@ def test_reregisters_when_own_socket_deleted(
 ) -> None:
     worker = on_bus(spawn, demo, VFIO, "--heartbeat-interval", "60")
     assert kubelet.wait_for(lambda k: listed(k, VFIO, 4), 30)
+    assert broker.wait_subscribed(b"kubelet."), worker.log()  # the deletions are not replayed
     own = kubelet.endpoint(VFIO) or ""
     broker.publish(PluginSocketDeleted("intel-com_other-0badc0de.sock", 1))  # not ours: ignored
     inode = os.stat(demo.plugin_dir / own).st_ino
@@ -231,6 +232,7 @@ def test_a_device_event_rescans_at_once(
     pool's changes nothing."""
     worker = on_bus(spawn, demo, VFIO, "--rescan-interval", "600", "--log-level", "debug")
     assert kubelet.wait_for(lambda k: listed(k, VFIO, 4), 30), worker.log()
+    assert broker.wait_subscribed(b"device."), worker.log()  # device events are not replayed
     broker.publish(DeviceEvent("net", "veth1234abcd", "add", ""))
     demo.sysfs.bind("0000:04:00.4", "iavf", netdev="sim0pf0v4")
     broker.publish(DeviceEvent("pci", "0000:04:00.4", "bind", "iavf"))
