@@ -178,18 +178,32 @@ class Arbiter:
         child = self.children.get(name)
         if child is not None and child.pid is not None and child.pid == pid:
             child.last_heartbeat = self.clock()
-        else:
-            self._end_stray(name, pid)
+        elif self._stray(name, pid):
+            self.children[name].last_heartbeat = self.clock()
 
-    def _end_stray(self, name: str, pid: int) -> None:
+    def _stray(self, name: str, pid: int) -> bool:
         """A live child of ours speaks for ``name`` under a pid the table does not know: a worker
         whose spawn the supervisor never learnt of (the zygote died between the fork and its
-        report, so the spawn was retried). Two workers of one pool would take the kubelet's
-        connection from each other: it is stopped."""
-        if name not in self.children or self.by_pid(pid) is not None or not self.is_own_child(pid):
-            return  # a late message of a process that is gone, or a stranger's
+        report). Returns True when it is adopted as ``name``'s worker: the pool has none and that
+        lost spawn was of its current spec, so it is the worker the supervisor asked for (and
+        may be registered already: replacing it would cost the pool another registration).
+        Otherwise it is stopped: two workers of one pool take the kubelet's connection from each
+        other."""
+        child = self.children.get(name)
+        if child is None or self.by_pid(pid) is not None or not self.is_own_child(pid):
+            return False  # a late message of a process that is gone, or a stranger's
+        if (
+            child.pid is None
+            and child.wanted
+            and child.state == ChildState.BACKOFF
+            and child.lost_spawn is child.spec
+        ):
+            child.lost_spawn = None
+            self._started(child, pid, f"adopted pid {pid}, whose spawn report was lost")
+            return True
         log.warning("%s: pid %d is not the one started for it: a stray, stopping it", name, pid)
         self.kill(pid, signal.SIGTERM)
+        return False
 
     def on_message(self, env: Envelope) -> None:
         msg = env.message
@@ -197,9 +211,9 @@ class Arbiter:
             self.on_heartbeat(msg.name, msg.pid)
         elif isinstance(msg, (WorkerReady, PoolSummary)):
             child = self.children.get(msg.name)
-            if child is None or child.pid is None or child.pid != msg.pid:
-                self._end_stray(msg.name, msg.pid)
+            if (child is None or child.pid != msg.pid) and not self._stray(msg.name, msg.pid):
                 return
+            assert child is not None
             now = self.clock()
             child.last_heartbeat = now
             if isinstance(msg, PoolSummary):
@@ -319,6 +333,7 @@ class Arbiter:
         try:
             pid = self.spawner.spawn(child.spec)
         except SpawnError as exc:
+            child.lost_spawn = child.spec if exc.maybe_started else None
             child.backoff.ended()
             delay = max(child.backoff.delay(), self.backoff_policy.base)
             child.next_start_at = now + delay
@@ -328,15 +343,19 @@ class Arbiter:
             else:
                 self._change(child, ChildState.BACKOFF, f"start failed: {exc}")
             return
+        child.lost_spawn = None
+        self._started(child, pid, f"{reason}: spawned pid {pid}")
+
+    def _started(self, child: Child, pid: int, reason: str) -> None:
         child.pid = pid
-        child.started_at = now
+        child.started_at = self.clock()
         child.ready_at = None
         child.last_heartbeat = None
         child.summary = None
         if child.starts:
             child.restarts += 1
         child.starts += 1
-        self._change(child, ChildState.STARTING, f"{reason}: spawned pid {pid}")
+        self._change(child, ChildState.STARTING, reason)
 
     def _stop(self, child: Child, reason: str, restart: bool = False) -> None:
         """SIGTERM. ``restart``: start again right after the exit, skipping the backoff delay

@@ -78,6 +78,8 @@ class Child:
     summary: PoolSummary | None = None  # the pool's last PoolSummary from this process
     pending_spec: ChildSpec | None = None  # reload changed the spec: swap it in once stopped
     removed: bool = False  # reload removed it: drop the record once stopped
+    #: the spec of the last spawn whose outcome was lost with the zygote (a worker may run)
+    lost_spawn: ChildSpec | None = None
 
     @property
     def name(self) -> str:

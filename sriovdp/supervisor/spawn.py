@@ -38,7 +38,15 @@ CHILD_ENTRY = "sriovdp.launch.child"
 
 
 class SpawnError(RuntimeError):
-    """A child could not be started; the arbiter backs off and tries again."""
+    """A child could not be started; the arbiter backs off and tries again.
+
+    ``maybe_started``: the zygote died with the request in hand, so a worker may have been
+    forked all the same (its pid was never reported).
+    """
+
+    def __init__(self, message: str, maybe_started: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_started = maybe_started
 
 
 class Spawner(Protocol):
@@ -261,7 +269,7 @@ class ZygoteSpawner:
             left = deadline - time.monotonic()
             if left <= 0 or self._rep_r is None:
                 self._kill_zygote()
-                raise SpawnError("zygote did not answer")
+                raise SpawnError("zygote did not answer", maybe_started=True)
             if not select.select([self._rep_r], [], [], left)[0]:
                 continue
             try:
@@ -272,7 +280,7 @@ class ZygoteSpawner:
                 data = b""
             if not data:
                 self._lost_eof()
-                raise SpawnError("zygote closed its report pipe")
+                raise SpawnError("zygote closed its report pipe", maybe_started=True)
             self._unpacker.feed(data)
             answer: dict[str, Any] | None = None
             for frame in self._unpacker:

@@ -46,10 +46,14 @@ class FakeSpawner:
         self.next_pid = 100
         self.spawned: list[tuple[str, int, ChildSpec]] = []
         self.fail: set[str] = set()
+        #: the zygote dies with these requests in hand (a worker may have been forked)
+        self.lose: set[str] = set()
 
     def spawn(self, spec: ChildSpec) -> int:
         if spec.name in self.fail:
             raise SpawnError("no such file")
+        if spec.name in self.lose:
+            raise SpawnError("zygote closed its report pipe", maybe_started=True)
         self.next_pid += 1
         self.spawned.append((spec.name, self.next_pid, spec))
         return self.next_pid
@@ -333,3 +337,39 @@ def test_a_stray_worker_of_a_known_pool_is_stopped() -> None:
     )
     assert h.kills[-1] == (4242, signal.SIGTERM)
     assert h.state("a") == S.RUNNING and h.pid("a") != 4242
+
+
+def test_the_worker_of_a_lost_spawn_is_adopted_by_its_pool_if_it_has_none() -> None:
+    """The zygote died after forking a worker and before reporting it: when that worker speaks,
+    its pool (backing off, no worker) adopts it instead of stopping it and starting another,
+    which would register the pool once more. A pool that has a worker, or whose failed spawn
+    cannot have left one, still stops a stray."""
+    h = Harness("a", "b")
+    strays = {4242, 4343, 4444}
+    h.arbiter.is_own_child = lambda pid: (
+        pid in strays or pid in {p for _, p, _ in h.spawner.spawned}
+    )
+    h.ready("a")
+    h.ready("b")
+    h.spawner.lose.add("a")
+    h.spawner.fail.add("b")  # refused: nothing was forked
+    h.arbiter.on_exit(h.pid("a"), KILLED)
+    h.arbiter.on_exit(h.pid("b"), KILLED)
+    h.tick()
+    assert h.state("a") == S.BACKOFF and h.state("b") == S.BACKOFF
+    h.send(WorkerReady("a", 4242))
+    assert h.state("a") == S.RUNNING and h.pid("a") == 4242
+    assert h.kills == []
+    changes = [m for m in h.published if isinstance(m, WorkerStateChanged)]
+    assert [(m.state, m.pid) for m in changes[-2:]] == [("STARTING", 4242), ("RUNNING", 4242)]
+    h.send(WorkerHeartbeat("a", 4343))  # a second one: the pool has its worker now
+    assert h.kills == [(4343, signal.SIGTERM)]
+    h.send(WorkerReady("b", 4444))
+    assert h.kills[-1] == (4444, signal.SIGTERM) and h.state("b") == S.BACKOFF
+    # the adopted worker is the pool's own from now on: its exit restarts the pool
+    h.spawner.lose.clear()
+    h.arbiter.on_exit(4242, KILLED)
+    assert h.state("a") == S.EXITED
+    h.tick()  # backing off: its crashes count as any worker's
+    h.tick(60)
+    assert h.state("a") == S.STARTING and h.pid("a") not in strays
