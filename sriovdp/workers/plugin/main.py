@@ -181,7 +181,6 @@ class Worker:
         #: which kubelet.sock is there now (the module is imported here, not at module level)
         self._kubelet_file = registration.kubelet_identity
         self._kubelet_generation: int | None = None
-        self._kubelet_identity: tuple[int, int] | None = None
         self.bus: Any = None
         self._ready_sent = False
         self._summary_lock = threading.Lock()
@@ -377,16 +376,13 @@ class Worker:
             self.publish_summary("kubelet.sock gone")
             return
         previous, self._kubelet_generation = self._kubelet_generation, message.generation
-        identity = (message.inode, message.ctime_ns)
-        last_identity, self._kubelet_identity = self._kubelet_identity, identity
-        # a kubelet watcher restarted under load may miss its predecessor's retained state and
-        # count generations anew: the same kubelet.sock (inode and ctime) is not a new kubelet
-        same_file = message.ctime_ns != 0 and identity == last_identity
         if not self.server.socket_intact():
             self.serve(f"kubelet generation {message.generation}, own socket gone")
-        elif message.ctime_ns != 0 and identity == registered_on:
-            return  # registered on exactly this kubelet.sock already
-        elif previous is not None and message.generation != previous and not same_file:
+        elif message.ctime_ns != 0 and (message.inode, message.ctime_ns) == registered_on:
+            # registered on exactly this kubelet.sock already, whatever the generation says (a
+            # kubelet watcher restarted under load may count generations anew)
+            return
+        elif previous is not None and message.generation != previous:
             self.registrar.kick(force=True)  # a new kubelet, even if it reused the inode number
         else:
             self.registrar.kick()  # nothing if registered on the kubelet.sock there now
